@@ -1,0 +1,3 @@
+from mis.cli.main import app
+
+app(prog_name="mis")

@@ -1,0 +1,119 @@
+"""Helpers shared by the thin command files: runtime options, error reporting, summaries.
+
+Imports no torch: every heavy import happens inside a command body.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mis.errors import MisError, UsageError
+from mis.runtime.config import RuntimeConfig
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+PANEL_MEDICAL = "Medical"
+PANEL_AUDIO = "Audio"
+PANEL_REMOTE = "Remote sensing"
+PANEL_VISION = "Vision"
+PANEL_TABULAR = "Tabular"
+PANEL_TRAIN = "Training and evaluation"
+PANEL_UTIL = "Utilities"
+
+
+def runtime_of(ctx: typer.Context) -> RuntimeConfig:
+    """The RuntimeConfig built by the root callback (defaults when a command is called alone)."""
+    root = ctx.find_root()
+    if isinstance(root.obj, RuntimeConfig):
+        return root.obj
+    return RuntimeConfig()
+
+
+def fail_usage(message: str) -> None:
+    raise UsageError(message)
+
+
+def reports_errors(command: Callable) -> Callable:
+    """Turn MisError into one clear line and an exit code; other errors too unless --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        ctx = kwargs.get("ctx") or next((a for a in args if isinstance(a, typer.Context)), None)
+        debug = runtime_of(ctx).debug if ctx is not None else False
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            stderr.print("interrupted", style="red")
+            raise typer.Exit(130)
+        except UsageError as exc:
+            if debug:
+                raise
+            stderr.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            raise typer.Exit(2)
+        except MisError as exc:
+            if debug:
+                raise
+            stderr.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            raise typer.Exit(1)
+        except Exception as exc:  # an internal error still gets one line; --debug shows the traceback
+            if debug:
+                raise
+            stderr.print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                         style="red", markup=False, highlight=False)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(value) for value in row])
+    stdout.print(table)
+
+
+def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[str] | None = None) -> None:
+    """Print the end-of-run summary (table or JSON), failures as one line each on stderr, then exit."""
+    extra_columns = extra_columns or []
+    for result in summary.results:
+        if result.status == "failed":
+            stderr.print(f"failed: {result.error}", style="red", markup=False, highlight=False)
+    if runtime.json:
+        print_json({
+            "title": title,
+            "seconds": round(summary.seconds, 3),
+            "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
+            "items": [
+                {"source": r.source, "target": r.target, "status": r.status, "error": r.error,
+                 "seconds": round(r.seconds, 3), **r.info}
+                for r in summary.results
+            ],
+        })
+    elif not runtime.quiet:
+        rows = [[r.source, r.target or "", r.status, f"{r.seconds:.2f}",
+                 *[_fmt(r.info.get(c, "")) for c in extra_columns]] for r in summary.results]
+        print_table(f"{title}: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
+                    f"in {summary.seconds:.1f} s", ["input", "output", "status", "s", *extra_columns], rows)
+    raise typer.Exit(summary.exit_code)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

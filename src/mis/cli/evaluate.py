@@ -1,0 +1,40 @@
+"""`mis evaluate <task>`: score predictions against references."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mis.cli.common import print_json, print_table, reports_errors, runtime_of
+
+app = typer.Typer(help="Score predictions against references (one sub-command per task).", no_args_is_help=True)
+
+
+@app.command("segment")
+@reports_errors
+def evaluate_segment(
+    ctx: typer.Context,
+    pred: List[str] = typer.Option(..., "--pred", help="Predicted label maps (folder, files or globs)"),
+    ref: List[str] = typer.Option(..., "--ref", help="Reference label maps, matched by case name"),
+    labels_map: Optional[Path] = typer.Option(None, "--labels-map", help='JSON {"liver": [5], ...} mapping '
+                                              "reference ids to the prediction's classes"),
+    hd95: bool = typer.Option(True, "--hd95/--no-hd95", help="Also compute HD95 (mm)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
+) -> None:
+    """Dice and HD95 (MONAI metrics) per label and case, with the mean per label."""
+    from mis.io.atomic import atomic_write_json
+    from mis.pipelines.ct_segmentation.evaluate import evaluate_segmentations
+    from mis.pipelines.ct_segmentation.labels import read_labels_map
+
+    runtime = runtime_of(ctx)
+    mapping = read_labels_map(labels_map) if labels_map else None
+    report = evaluate_segmentations(pred, ref, mapping, hd95=hd95)
+    if output:
+        atomic_write_json(output, report)
+    if runtime.json:
+        print_json(report)
+        return
+    rows = [[name, f"{m['dice']:.4f}", "-" if m["hd95_mm"] is None else f"{m['hd95_mm']:.2f}", m["cases"]]
+            for name, m in report["mean"].items()]
+    print_table(f"Dice / HD95 over {len(report['cases'])} case(s)", ["label", "Dice", "HD95 mm", "cases"], rows)

@@ -1,0 +1,93 @@
+"""`mis models list|info|import`: the registry, checkpoint cards, and import of upstream weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mis.cli.common import print_json, print_table, reports_errors, runtime_of, stdout
+
+app = typer.Typer(help="The model registry, checkpoint cards and import of upstream weights.",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+@reports_errors
+def list_models(ctx: typer.Context) -> None:
+    """Tasks, their model families and default checkpoints (no torch needed)."""
+    from mis.registry import TASKS, WEIGHTS_DIR
+
+    rows = [{"task": t.task, "command": f"mis {t.command}", "family": t.family,
+             "default_checkpoint": t.default_checkpoint,
+             "shipped": (WEIGHTS_DIR / t.default_checkpoint).exists(), "description": t.description}
+            for t in TASKS.values()]
+    if runtime_of(ctx).json:
+        print_json(rows)
+        return
+    print_table("mis models", list(rows[0]), [list(r.values()) for r in rows])
+
+
+@app.command("info")
+@reports_errors
+def info(ctx: typer.Context, checkpoint: str = typer.Argument(..., help="Checkpoint path or shipped name")) -> None:
+    """Print a checkpoint's card: network config, preprocessing, labels, training and metrics."""
+    from mis.checkpoints import describe, read_card
+    from mis.registry import WEIGHTS_DIR
+
+    path = Path(checkpoint)
+    if not path.exists() and (WEIGHTS_DIR / checkpoint).exists():
+        path = WEIGHTS_DIR / checkpoint
+    card = read_card(path)
+    if runtime_of(ctx).json:
+        print_json(card)
+        return
+    for key, value in describe(card).items():
+        stdout.print(f"[bold]{key}[/bold]: {json.dumps(value, default=str)}", highlight=False)
+
+
+@app.command("import")
+@reports_errors
+def import_model(
+    ctx: typer.Context,
+    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="Upstream .pth/.pt file"),
+    output: Path = typer.Option(..., "--output", "-o", help="Our .safetensors checkpoint to write"),
+    task: str = typer.Option("ct_segmentation", help="Task the weights are for"),
+    config: Optional[str] = typer.Option(None, help="JSON object with network config overrides, e.g. "
+                                         "'{\"class_num\": 5, \"input_size\": [64,128,128]}'"),
+    labels: Optional[str] = typer.Option(None, help='JSON object of class id -> name, e.g. \'{"1": "liver"}\''),
+    half: bool = typer.Option(False, "--half", help="Store floating tensors as fp16"),
+) -> None:
+    """Import upstream weights (torch.load with weights_only=True, explicit key map, strict load).
+
+    Example, the MIS-FM CT10k PCT-Net: `mis models import pctnet_ct10k_volf.pt -o pctnet_ct10k.safetensors
+    --config '{"class_num": 5, "input_size": [64,128,128]}'`."""
+    from mis.errors import UsageError
+    from mis.importing import import_checkpoint
+    from mis.registry import task_entry
+
+    entry = task_entry(task)
+    try:
+        overrides = json.loads(config) if config else {}
+        names = json.loads(labels) if labels else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--config/--labels must be JSON objects ({exc})") from None
+    base = _default_config(entry.family)
+    base.update(overrides)
+    card = import_checkpoint(source, output, family=entry.family, task=task, config=base, labels=names, half=half)
+    if runtime_of(ctx).json:
+        print_json({"output": str(output), "sha256": card["sha256"]})
+    else:
+        stdout.print(f"imported {source} -> {output} (sha256 {card['sha256'][:12]})")
+
+
+def _default_config(family: str) -> dict:
+    import importlib
+
+    from mis.registry import model_family
+
+    spec = model_family(family)
+    config_cls = getattr(importlib.import_module(spec.module), spec.config)
+    defaults = {"pctnet": {"class_num": 5, "input_size": [64, 128, 128]}}.get(family, {})
+    return config_cls(**defaults).to_dict()

@@ -1,0 +1,93 @@
+"""Import upstream `.pth`/`.pt` checkpoints into our format, without running any pickled code.
+
+`torch.load(weights_only=True)` only rebuilds tensors and plain containers; a file that carries
+other pickled objects (and so could run code) is refused. Keys go through an explicit key map per
+model family, the network is rebuilt from a config, loaded with strict=True and saved with a card.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mis.checkpoints import build_card, build_model, save_checkpoint
+from mis.errors import CheckpointError, InputError
+
+# Upstream training scripts wrap the weights in these containers (PyMIC: "model_state_dict").
+CONTAINER_KEYS = ("model_state_dict", "state_dict", "model", "net", "generator")
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    strip_prefixes: tuple[str, ...] = ("module.", "_orig_mod.")   # DataParallel / torch.compile wrappers
+    renames: tuple[tuple[str, str], ...] = ()                      # (upstream prefix, our prefix)
+    drop_prefixes: tuple[str, ...] = ()                            # upstream tensors we do not use
+
+
+# PCT-Net module names follow MIS-FM `net/pct_net.py`, so the map is the identity after unwrapping
+# (documented in docs/pctnet_keymap.md).
+KEY_MAPS: dict[str, KeyMap] = {"pctnet": KeyMap()}
+
+
+def safe_torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported pickled object"
+        raise CheckpointError(f"{path}: refused: the file holds pickled objects other than tensors, which could "
+                              f"run code when loaded ({first[:160]})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(path, f"not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from None
+
+
+def extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in CONTAINER_KEYS:
+            if key in obj and isinstance(obj[key], dict):
+                return extract_state_dict(obj[key], path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise InputError(path, "no state dict found (expected a dict of tensors or one under "
+                     f"{', '.join(CONTAINER_KEYS)})")
+
+
+def map_keys(state: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
+    mapped = {}
+    for name, tensor in state.items():
+        for prefix in key_map.strip_prefixes:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        if any(name.startswith(p) for p in key_map.drop_prefixes):
+            continue
+        for old, new in key_map.renames:
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        mapped[name] = tensor
+    return mapped
+
+
+def import_checkpoint(source: Path, target: Path, *, family: str, task: str, config: dict,
+                      preprocessing: dict | None = None, labels: dict | None = None, half: bool = False) -> dict:
+    """Returns the saved card. Raises with the missing/unexpected keys when the map does not fit."""
+    state = map_keys(extract_state_dict(safe_torch_load(source), source), KEY_MAPS[family])
+    model = build_model({"family": family, "config": config})
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong_shape:
+        def head(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        problems = [f"{len(missing)} missing: {head(missing)}" if missing else "",
+                    f"{len(unexpected)} unexpected: {head(unexpected)}" if unexpected else "",
+                    f"{len(wrong_shape)} wrong shape: {head(wrong_shape)}" if wrong_shape else ""]
+        raise CheckpointError(f"{source}: weights do not fit {family} with this config; "
+                              + "; ".join(p for p in problems if p))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    card = build_card(family, config, task=task, preprocessing=preprocessing, labels=labels,
+                      training={"imported_from": source.name})
+    return save_checkpoint(target, model, card, half=half)

@@ -1,0 +1,155 @@
+"""CT segmentation pipeline: HU volume + geometry in, label map with exactly the input geometry out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mis.checkpoints import load_checkpoint
+from mis.errors import InputError, UsageError
+from mis.io.volume import VolumeMeta, from_ras
+from mis.pipelines.ct_segmentation.preprocess import (
+    DEFAULT_PREPROCESSING, body_bounding_box, hu_to_normalised, image_to_grid)
+from mis.runtime.config import RuntimeConfig
+from mis.runtime.device import ComputePolicy, resolve_policy
+from mis.runtime.sliding_window import sliding_window_predict
+
+MIN_VOXELS = 8 * 8 * 8
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray                  # same shape as the input, uint8/uint16 label ids
+    probabilities: np.ndarray | None    # (K, *input shape) uint8, probability * 255, when asked for
+    info: dict = field(default_factory=dict)
+
+
+def flip_combinations(tta: bool) -> list[tuple[int, ...]]:
+    """Mirroring TTA over the three spatial axes of a (B, C, D, H, W) batch: 8 combinations."""
+    if not tta:
+        return [()]
+    axes = (2, 3, 4)
+    return [tuple(a for bit, a in enumerate(axes) if mask >> bit & 1) for mask in range(8)]
+
+
+class CTSegmentationPipeline:
+    """Built once from a checkpoint; `__call__` works on arrays so tests need no files."""
+
+    def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy, *, overlap: float = 0.5,
+                 tta: bool = False, window_batch: int = 4, skip_empty: bool = True):
+        self.model = model.to(policy.device).eval()
+        self.card = card
+        self.policy = policy
+        self.overlap = overlap
+        self.tta = tta
+        self.window_batch = window_batch
+        self.skip_empty = skip_empty
+        self.preprocessing = {**DEFAULT_PREPROCESSING, **card.get("preprocessing", {})}
+        self.roi_size = tuple(card["config"]["input_size"])
+        self.labels = {int(k): v for k, v in card.get("labels", {}).items()}
+        self.num_classes = int(card["config"]["class_num"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None, **options):
+        runtime = runtime or RuntimeConfig()
+        model, card = load_checkpoint(path)
+        if card.get("task") != "ct_segmentation":
+            raise UsageError(f"{path}: checkpoint is for task {card.get('task')!r}, not ct_segmentation")
+        roi = tuple(card["config"]["input_size"])
+        probe_input = torch.zeros(1, 1, *roi)
+        policy = resolve_policy(runtime.device, runtime.precision, probe=lambda: model(probe_input))
+        if runtime.compile and policy.device.type == "cuda":
+            model = torch.compile(model)
+        window_batch = runtime.batch_size or (8 if policy.device.type == "cuda" else 2)
+        return cls(model, card, policy, window_batch=window_batch, **options)
+
+    def label_ids(self, names: list[str] | None) -> list[int]:
+        """Ids for `--roi-subset`; unknown names raise an error that lists the valid ones."""
+        if not names:
+            return sorted(self.labels)
+        by_name = {v: k for k, v in self.labels.items()}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise UsageError(f"unknown label(s) {', '.join(unknown)}; this model knows: "
+                             f"{', '.join(self.labels.values())}")
+        return sorted(by_name[n] for n in names)
+
+    # --- the steps -------------------------------------------------------------------------------
+    def _predict_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """(b, 1, *roi) -> (b, K, *roi) softmax probabilities in fp32, averaged over mirrorings."""
+        total = None
+        flips = flip_combinations(self.tta)
+        for dims in flips:
+            x = windows.flip(dims) if dims else windows
+            with self.policy.autocast():
+                logits = self.model(x)
+            probs = torch.softmax(logits.float(), dim=1)  # fp32 softmax: fp16 logits may be Inf
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total + probs
+        return total / len(flips)
+
+    def _check(self, image: np.ndarray, meta: VolumeMeta) -> None:
+        if image.ndim != 3:
+            raise InputError(meta.source, f"expected a 3-D volume, got shape {image.shape}")
+        if image.size < MIN_VOXELS or min(image.shape) < 2:
+            raise InputError(meta.source, f"volume too small to segment (shape {image.shape})")
+        if not np.isfinite(image).all():
+            raise InputError(meta.source, "volume contains NaN or infinite values")
+
+    def grid_probabilities(self, image: np.ndarray, meta: VolumeMeta) -> tuple[torch.Tensor, dict]:
+        """Probabilities (K, D, H, W) on the network grid and run info."""
+        self._check(image, meta)
+        grid, grid_info = image_to_grid(image.astype(np.float32, copy=False), meta, self.preprocessing)
+        window = tuple(self.preprocessing["intensity_window"])
+        air = hu_to_normalised(self.preprocessing["body_threshold_hu"], window)
+        box = body_bounding_box(grid, air)
+        crop = grid[box][None, None]  # (1, 1, d, h, w)
+        background = torch.zeros(self.num_classes)
+        background[0] = 1.0
+        probs_crop, stats = sliding_window_predict(
+            crop, self._predict_windows, self.roi_size, self.num_classes, self.policy,
+            overlap=self.overlap, batch_size=self.window_batch,
+            is_empty=(lambda w: w.flatten(1).amax(dim=1) <= air) if self.skip_empty else None,
+            empty_output=background, stitch_device="cpu")
+        probs = background.view(-1, 1, 1, 1).repeat(1, *grid.shape)
+        probs[(slice(None), *box)] = probs_crop[0]
+        info = {"grid_shape": list(grid_info.grid_shape), "windows": stats.windows,
+                "windows_skipped": stats.skipped, "device": self.policy.describe()}
+        return probs, info | {"_grid": grid_info}
+
+    def __call__(self, image: np.ndarray, meta: VolumeMeta, *, roi_subset: list[str] | None = None,
+                 return_probabilities: bool = False) -> SegmentationResult:
+        # 1. network-grid probabilities (RAS, model spacing, body crop, sliding window)
+        probs, info = self.grid_probabilities(image, meta)
+        grid_info = info.pop("_grid")
+        # 2. back to the RAS grid of the input, one class at a time so memory stays flat in K
+        keep = set(self.label_ids(roi_subset))
+        best = labels = None
+        stored = [] if return_probabilities else None
+        ras_zyx = tuple(reversed(grid_info.ras_shape))
+        for k in range(self.num_classes):
+            up = probs[k][None, None]
+            if tuple(up.shape[2:]) != ras_zyx:
+                up = F.interpolate(up, size=ras_zyx, mode="trilinear", align_corners=False)
+            up = up[0, 0]
+            if best is None:
+                best, labels = up.clone(), torch.zeros(ras_zyx, dtype=torch.int64)
+            else:
+                better = up > best
+                best = torch.where(better, up, best)
+                labels[better] = k
+            if stored is not None:
+                stored.append((up.clamp(0, 1) * 255).round().to(torch.uint8).permute(2, 1, 0).numpy())
+        if keep != set(self.labels):
+            labels[~torch.isin(labels, torch.tensor(sorted(keep)))] = 0
+        # 3. undo the reorientation; the output has exactly the input's shape
+        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        out = from_ras(labels.permute(2, 1, 0).numpy().astype(dtype), meta)
+        assert out.shape == image.shape, f"output shape {out.shape} != input shape {image.shape}"
+        prob_out = None
+        if stored is not None:
+            prob_out = np.stack([from_ras(p, meta) for p in stored])
+        return SegmentationResult(np.ascontiguousarray(out), prob_out, info)

@@ -1,0 +1,98 @@
+"""File-level runner for `mis segment`: read -> pipeline -> write, streamed by the runtime executor."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mis.io.atomic import atomic_output, atomic_write_json
+from mis.io.files import output_paths_for, resolve_inputs
+from mis.io.nifti import write_nifti
+from mis.io.volume import looks_like_hu, read_volume, to_ras
+from mis.pipelines.ct_segmentation.outputs import label_statistics, preview_png
+from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
+from mis.runtime.distributed import dist_info, gather_summaries, shard
+from mis.runtime.executor import WorkItem, run_items
+
+
+@dataclass
+class SegmentOptions:
+    roi_subset: list[str] | None = None
+    save_probabilities: bool = False
+    statistics: bool = False
+    preview: bool = False
+    skip_existing: bool = False
+    overwrite: bool = False
+
+
+def sidecar(target: Path, suffix: str) -> Path:
+    name = target.name
+    for ending in (".nii.gz", ".nii"):
+        if name.endswith(ending):
+            return target.with_name(name[: -len(ending)] + suffix)
+    return target.with_name(target.stem + suffix)
+
+
+def plan_items(inputs: list[str], output: Path) -> list[WorkItem]:
+    """One WorkItem per volume. `output` is a folder, or a file name when there is one input."""
+    sources = resolve_inputs(inputs)
+    if len(sources) == 1 and output.name.endswith((".nii", ".nii.gz")):
+        return [WorkItem(str(sources[0]), sources[0], output)]
+    return [WorkItem(str(s), s, t) for s, t in zip(sources, output_paths_for(sources, output))]
+
+
+def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], options: SegmentOptions, *,
+                  workers: int = 2, progress: bool = True):
+    rank, world, _ = dist_info()
+    mine = shard(items, rank, world)
+    labels_subset = pipeline.label_ids(options.roi_subset)  # fail early on unknown organ names
+    names = {k: v for k, v in pipeline.labels.items() if k in labels_subset}
+
+    def read(item: WorkItem):
+        image, meta = read_volume(item.source)
+        return image, meta
+
+    def compute(batch):
+        outputs = []
+        for image, meta in batch:
+            result = pipeline(image, meta, roi_subset=options.roi_subset,
+                              return_probabilities=options.save_probabilities)
+            outputs.append((image, meta, result))
+        return outputs
+
+    def write(item: WorkItem, output) -> dict:
+        image, meta, result = output
+        target = item.target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        info = dict(result.info)
+        warning = looks_like_hu(image)
+        if warning:
+            info["warning"] = warning
+        # sidecars first, the label map last: its presence means the item is complete (--skip-existing)
+        atomic_write_json(sidecar(target, ".json"), {
+            "source": item.key, "labels": {str(k): v for k, v in names.items()},
+            "model_sha256": pipeline.card.get("sha256"), "shape": list(image.shape),
+            "affine": np.asarray(meta.affine).tolist(), **{k: v for k, v in info.items() if k != "device"}})
+        if options.statistics:
+            stats = label_statistics(result.labels, image, meta, names)
+            atomic_write_json(sidecar(target, "_statistics.json"), stats)
+            info["organs_found"] = sum(1 for s in stats.values() if s["voxels"])
+        if options.preview:
+            image_ras, ras_affine, _ = to_ras(image, meta)
+            labels_ras, _, _ = to_ras(result.labels, meta)
+            spacing = tuple(float(v) for v in np.linalg.norm(ras_affine[:3, :3], axis=0))
+            with atomic_output(sidecar(target, "_preview.png")) as tmp:
+                preview_png(image_ras, labels_ras, spacing).save(tmp, format="PNG")
+        if result.probabilities is not None:
+            probs = np.moveaxis(result.probabilities, 0, -1)  # (X, Y, Z, K): NIfTI 4th axis = class
+            write_nifti(sidecar(target, "_probabilities.nii.gz"), probs, meta, dtype=np.uint8)
+        write_nifti(target, result.labels, meta, dtype=result.labels.dtype)
+        return info
+
+    summary = run_items(mine, read=read, compute=compute, write=write, workers=workers, batch_size=1,
+                        skip_existing=options.skip_existing, overwrite=options.overwrite,
+                        progress=progress, description="segment")
+    if world > 1:
+        summary = gather_summaries(summary)
+    return summary
