@@ -67,6 +67,16 @@ def amp_support(device: torch.device) -> dict[str, bool]:
     return {"fp16": False, "bf16": True}  # CPU autocast supports bf16 (speed depends on the CPU)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them bf16 is emulated on the CPU and never faster, so we skip the probe."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cpu_bf16_is_faster(probe: Callable[[], object], repeats: int = 2, margin: float = 1.15) -> bool:
     """Time a representative forward in fp32 and bf16 autocast; bf16 only if clearly faster."""
     def timed(context) -> float:
@@ -98,7 +108,8 @@ def resolve_policy(device: str = "auto", precision: str = "auto",
         elif dev.type == "mps":
             precision = "fp16"
         else:
-            precision = "bf16" if (probe is not None and cpu_bf16_is_faster(probe)) else "fp32"
+            faster = probe is not None and cpu_has_native_bf16() and cpu_bf16_is_faster(probe)
+            precision = "bf16" if faster else "fp32"
     elif precision != "fp32" and not support[precision]:
         warnings.warn(f"{precision} autocast is not supported on {dev}; using fp32")
         precision = "fp32"

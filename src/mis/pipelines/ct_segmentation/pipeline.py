@@ -63,8 +63,8 @@ class CTSegmentationPipeline:
         policy = resolve_policy(runtime.device, runtime.precision, probe=lambda: model(probe_input))
         if runtime.compile and policy.device.type == "cuda":
             model = torch.compile(model)
-        window_batch = runtime.batch_size or (8 if policy.device.type == "cuda" else 2)
-        return cls(model, card, policy, window_batch=window_batch, **options)
+        options.setdefault("window_batch", runtime.batch_size or (8 if policy.device.type == "cuda" else 2))
+        return cls(model, card, policy, **options)
 
     def label_ids(self, names: list[str] | None) -> list[int]:
         """Ids for `--roi-subset`; unknown names raise an error that lists the valid ones."""

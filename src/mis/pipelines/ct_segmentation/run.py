@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mis.errors import InputError
 from mis.io.atomic import atomic_output, atomic_write_json
 from mis.io.files import output_paths_for, resolve_inputs
 from mis.io.nifti import write_nifti
@@ -36,7 +37,13 @@ def sidecar(target: Path, suffix: str) -> Path:
 
 def plan_items(inputs: list[str], output: Path) -> list[WorkItem]:
     """One WorkItem per volume. `output` is a folder, or a file name when there is one input."""
-    sources = resolve_inputs(inputs)
+    sources = []
+    for argument in inputs:
+        try:
+            sources.extend(resolve_inputs([argument]))
+        except InputError:
+            # keep it as an item: reading it fails with the same clear line, and the batch goes on
+            sources.append(Path(argument))
     if len(sources) == 1 and output.name.endswith((".nii", ".nii.gz")):
         return [WorkItem(str(sources[0]), sources[0], output)]
     return [WorkItem(str(s), s, t) for s, t in zip(sources, output_paths_for(sources, output))]

@@ -242,19 +242,27 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
         loss = deep_supervision_loss(net(x), y, num_classes)
         return loss, {}
 
-    def validate_fn(net):
-        net = getattr(net, "module", net)
-        return validation_dice(net, val_cases, tuple(config.input_size), num_classes, policy, background)
+    def validate_fn(trainer):
+        return validation_dice(trainer.module(), val_cases, tuple(config.input_size), num_classes, policy,
+                               background)
 
     train_config = TrainConfig(max_steps=options.steps, lr=options.lr, weight_decay=options.weight_decay,
                                grad_clip=12.0, precision=policy.precision, checkpoint_every=options.checkpoint_every,
                                log_every=25, validate_every=options.validate_every, out_dir=options.out,
-                               seed=options.seed, device=str(policy.device), best_metric="val_dice" if val_cases else None)
+                               seed=options.seed, device=str(policy.device), resume=options.resume,
+                               progress=options.progress, description="train segment",
+                               best_metric="val_dice" if val_cases else None)
     trainer = Trainer(model, optimizer, scheduler, train_config, loss_fn=loss_fn,
                       validate_fn=validate_fn if val_cases else None)
-    final = trainer.fit(StepSeededBatches(sampler, options.seed), resume=options.resume)
+    final = trainer.fit(StepSeededBatches(sampler, options.seed))
 
-    model = getattr(model, "module", model).cpu().eval()
+    model = trainer.module()
+    best_path = options.out / "best.pt"
+    if val_cases and best_path.exists():  # ship the weights with the best validation Dice
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(best["models"]["model"])
+        final = {**final, "val_dice": best["best"], "best_step": best["step"]}
+    model = model.cpu().eval()
     card = build_card("pctnet", config.to_dict(), task="ct_segmentation", preprocessing=preprocessing, labels=names,
                       training={"cases": [c.name for c in cases], "steps": options.steps,
                                 "batch_size": options.batch_size, "lr": options.lr, "seed": options.seed,

@@ -1,0 +1,160 @@
+"""Input expansion (files, folders, globs) and output naming for volume commands. Imports no torch."""
+from __future__ import annotations
+
+import glob
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from mis.errors import InputError
+from mis.io.volume import is_nifti_name
+
+_GLOB_CHARS = set("*?[")
+
+
+def _visible(folder: Path) -> list[Path]:
+    try:
+        return sorted(c for c in folder.iterdir() if not c.name.startswith("."))
+    except PermissionError as exc:
+        raise InputError(folder, "permission denied") from exc
+
+
+def _has_dicom_files(folder: Path) -> bool:
+    from mis.io.dicom import is_dicom_file
+
+    return any(c.is_file() and is_dicom_file(c) for c in _visible(folder))
+
+
+def _dicom_series_dirs(root: Path) -> list[Path]:
+    """Every folder at or below ``root`` (hidden ones skipped) that directly holds DICOM files."""
+    found: list[Path] = []
+    for dirpath, dirnames, _files in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        d = Path(dirpath)
+        if _has_dicom_files(d):
+            found.append(d)
+    return sorted(found)
+
+
+def _expand_dir(folder: Path, kinds: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    children = _visible(folder)
+    if "nifti" in kinds:
+        out.extend(c for c in children if c.is_file() and is_nifti_name(c))
+    if "dicom" in kinds:
+        if _has_dicom_files(folder):
+            out.append(folder)  # the folder itself is a series
+        for sub in (c for c in children if c.is_dir()):
+            out.extend(_dicom_series_dirs(sub))
+    return out
+
+
+def _expand_one(arg: str | Path, kinds: Sequence[str]) -> list[Path]:
+    p = Path(arg)
+    if p.is_file():
+        return [p]  # named explicitly: the reader says what is wrong with it, if anything
+    if p.is_dir():
+        found = _expand_dir(p, kinds)
+        if not found:
+            what = " or ".join({"nifti": "NIfTI", "dicom": "DICOM"}.get(k, k) for k in kinds)
+            raise InputError(p, f"empty folder: no {what} files")
+        return found
+    if p.exists():
+        raise InputError(p, "not a regular file or folder")
+    s = str(arg)
+    if _GLOB_CHARS & set(s):
+        matches = sorted(glob.glob(os.path.expanduser(s), recursive=True))
+        if not matches:
+            raise InputError(s, "no files match this pattern")
+        out: list[Path] = []
+        for m in matches:
+            mp = Path(m)
+            if mp.is_file():
+                out.append(mp)
+            elif mp.is_dir():
+                out.extend(_expand_dir(mp, kinds))
+        if not out:
+            raise InputError(s, "the pattern matches no NIfTI files or DICOM series")
+        return out
+    raise InputError(p, "no such file or directory")
+
+
+def resolve_inputs(args: Iterable[str | Path], kinds: Sequence[str] = ("nifti", "dicom")) -> list[Path]:
+    """Expand command-line inputs into a deterministic, de-duplicated list of volume paths.
+
+    - a file -> itself (whatever it is; reading it reports a bad format);
+    - a folder -> its NIfTI files (sorted, not recursive), the folder itself if it directly
+      holds DICOM files (one series), and every subfolder at any depth that directly holds
+      DICOM files (one series each);
+    - a glob pattern (``*``, ``?``, ``[``; ``**`` recursive) -> each match, expanded as above.
+
+    Order follows the arguments, sorted within each folder or pattern; repeated paths are
+    kept once (first occurrence). A path that does not exist, a pattern with no match, or a
+    folder with nothing to read raises InputError.
+    """
+    seen: set[Path] = set()
+    result: list[Path] = []
+    for arg in args:
+        for p in _expand_one(arg, kinds):
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                result.append(p)
+    return result
+
+
+def input_stem(path: str | Path) -> str:
+    """The name an input is known by: file name without ``.nii.gz``/``.nii``/last suffix; a folder's name."""
+    p = Path(path)
+    name = p.name
+    if not name:  # e.g. Path("/") or "."
+        name = p.resolve().name or "volume"
+    if p.is_dir():
+        return name
+    lower = name.lower()
+    for suf in (".nii.gz", ".nii"):
+        if lower.endswith(suf) and len(name) > len(suf):
+            return name[: -len(suf)]
+    stem = Path(name).stem
+    return stem or name
+
+
+def output_path_for(
+    input: str | Path, out_dir: str | Path, suffix: str = ".nii.gz", stem_suffix: str = "_seg"
+) -> Path:
+    """``out_dir / (input_stem + stem_suffix + suffix)``; e.g. ``ct.nii.gz -> out/ct_seg.nii.gz``,
+    DICOM folder ``.../CT_DICOM -> out/CT_DICOM_seg.nii.gz``."""
+    return Path(out_dir) / f"{input_stem(input)}{stem_suffix}{suffix}"
+
+
+def output_paths_for(
+    inputs: Sequence[str | Path], out_dir: str | Path, suffix: str = ".nii.gz", stem_suffix: str = "_seg"
+) -> list[Path]:
+    """:func:`output_path_for` for many inputs, with name clashes resolved.
+
+    Inputs that would share an output name (e.g. ``p1/CT`` and ``p2/CT`` DICOM folders) get
+    their parent folder names prepended (``p1_CT_seg.nii.gz``) until the names are unique.
+    """
+    paths = [Path(p) for p in inputs]
+    stems = [input_stem(p) for p in paths]
+    depth = [0] * len(paths)
+    for _ in range(64):
+        counts = Counter(s.lower() for s in stems)
+        clash = [i for i, s in enumerate(stems) if counts[s.lower()] > 1]
+        if not clash:
+            break
+        progressed = False
+        for i in clash:
+            parents = [q.name for q in paths[i].resolve().parents if q.name]
+            if depth[i] < len(parents):
+                depth[i] += 1
+                stems[i] = "_".join([*reversed(parents[: depth[i]]), input_stem(paths[i])])
+                progressed = True
+        if not progressed:
+            break
+    names = [s.lower() for s in stems]
+    if len(set(names)) != len(names):
+        dup = next(p for p, n in zip(paths, names) if names.count(n) > 1)
+        raise InputError(dup, "two inputs would write the same output file; rename one of them")
+    return [Path(out_dir) / f"{s}{stem_suffix}{suffix}" for s in stems]

@@ -1,0 +1,146 @@
+"""The CLI end to end: Typer's runner for most, one real subprocess of the installed `mis`."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mis.cli.main import app
+
+from conftest import ROOT, shared_file
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_imports_no_torch():
+    code = "import sys; from mis.cli.main import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_real_subprocess_help_and_version():
+    done = subprocess.run([sys.executable, "-m", "mis", "--help"], capture_output=True, text=True, check=True)
+    assert "segment" in done.stdout and "Runtime" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "mis", "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("mis ")
+
+
+def test_info_json():
+    result = invoke("--json", "info")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["torch"] and report["devices"][0]["name"] == "cpu"
+
+
+def test_models_list_and_info(tiny_ct_checkpoint):
+    result = invoke("--json", "models", "list")
+    assert result.exit_code == 0
+    assert json.loads(result.output)[0]["task"] == "ct_segmentation"
+    result = invoke("--json", "models", "info", tiny_ct_checkpoint)
+    assert json.loads(result.output)["family"] == "pctnet"
+
+
+def test_bad_device_is_a_usage_error(tiny_ct_checkpoint, phantom_file, tmp_path):
+    result = invoke("--device", "tpu", "segment", phantom_file, "-o", tmp_path, "--model", tiny_ct_checkpoint)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def make_bad_inputs(folder: Path, good: Path) -> dict[str, Path]:
+    folder.mkdir()
+    data = gzip.compress(good.read_bytes()) if not good.name.endswith(".gz") else good.read_bytes()
+    truncated = folder / "truncated.nii.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    four_d = folder / "four_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20, 3), np.int16), np.eye(4)), four_d)
+    nan = folder / "all_nan.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((20, 20, 20), np.nan, np.float32), np.eye(4)), nan)
+    text = folder / "notes.nii.gz"
+    text.write_text("this is not an image")
+    empty = folder / "empty_series"
+    empty.mkdir()
+    return {"truncated": truncated, "four_d": four_d, "all_nan": nan, "text": text, "empty": empty}
+
+
+def test_segment_batch_continues_past_bad_inputs(tiny_ct_checkpoint, phantom_file, tmp_path):
+    bad = make_bad_inputs(tmp_path / "bad", phantom_file)
+    out = tmp_path / "out"
+    inputs = [bad["truncated"], phantom_file, bad["four_d"], bad["all_nan"], bad["text"], bad["empty"]]
+    before = {p: (p.read_bytes() if p.is_file() else None) for p in inputs}
+    result = invoke("--json", "segment", *inputs, "-o", out, "--model", tiny_ct_checkpoint, "--statistics")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    statuses = {Path(item["source"]).name: item["status"] for item in report["items"]}
+    assert statuses["case1.nii.gz"] == "done"
+    assert report["failed"] == 5, report
+    for item in report["items"]:
+        if item["status"] == "failed":
+            assert Path(item["source"]).name in item["error"] or item["source"] in item["error"]
+            assert "\n" not in item["error"] and "Traceback" not in item["error"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["case1_seg.json", "case1_seg.nii.gz", "case1_seg_statistics.json"], written
+    for path, content in before.items():  # inputs are only read
+        assert content is None or path.read_bytes() == content
+
+
+def test_segment_outputs_and_skip_existing(tiny_ct_checkpoint, phantom_file, tmp_path):
+    out = tmp_path / "out"
+    args = ["segment", phantom_file, "-o", out, "--model", tiny_ct_checkpoint, "--preview", "--statistics",
+            "--save-probabilities", "--roi-subset", "liver,spleen"]
+    result = invoke("--json", *args)
+    assert result.exit_code == 0, result.output
+    seg, _ = nib.load(out / "case1_seg.nii.gz"), None
+    assert seg.shape == nib.load(phantom_file).shape
+    np.testing.assert_allclose(seg.affine, nib.load(phantom_file).affine, atol=1e-5)
+    sidecar = json.loads((out / "case1_seg.json").read_text())
+    assert sidecar["labels"] == {"1": "liver", "2": "spleen"}
+    stats = json.loads((out / "case1_seg_statistics.json").read_text())
+    assert set(stats) == {"liver", "spleen"}
+    assert (out / "case1_seg_preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert nib.load(out / "case1_seg_probabilities.nii.gz").shape[-1] == 7
+    # an existing output is an error without --overwrite, skipped with --skip-existing
+    result = invoke("--json", *args)
+    assert result.exit_code == 1 and "exists" in result.stdout
+    result = invoke("--json", *args, "--skip-existing")
+    assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 1
+
+
+def test_dicom_series_segments(tiny_ct_checkpoint, tmp_path):
+    """A contiguous real DICOM series (the MONAI fixture without its far-away slice) segments."""
+    source = shared_file("ct/monai/CT_DICOM")
+    series = tmp_path / "series"
+    series.mkdir()
+    for name in ("7136", "7166", "7196"):
+        shutil.copy(source / name, series / name)
+    result = invoke("--json", "segment", series, "-o", tmp_path / "out", "--model", tiny_ct_checkpoint)
+    report = json.loads(result.stdout)
+    assert report["items"][0]["status"] == "done", report
+    seg = nib.load(tmp_path / "out" / "series_seg.nii.gz")
+    assert seg.shape == (16, 16, 3)
+    result = invoke("--json", "segment", source, "-o", tmp_path / "out2", "--model", tiny_ct_checkpoint)
+    assert "non-contiguous" in json.loads(result.stdout)["items"][0]["error"]
+
+
+def test_evaluate_segment(tiny_ct_checkpoint, phantom_file, tmp_path):
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    shutil.copy(phantom_file.with_name("case1_labels.nii.gz"), ref_dir / "case1.nii.gz")
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    shutil.copy(phantom_file.with_name("case1_labels.nii.gz"), pred_dir / "case1_seg.nii.gz")
+    result = invoke("--json", "evaluate", "segment", "--pred", pred_dir, "--ref", ref_dir)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert all(abs(v["dice"] - 1.0) < 1e-6 for v in report["mean"].values())

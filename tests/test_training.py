@@ -1,0 +1,191 @@
+"""The shared training loop: learning, exact resume, AMP, clipping, custom steps, validation."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mis.runtime.training import (BEST, LAST, METRICS, StepSeededBatches, TrainConfig, Trainer,
+                                  build_optimizer)
+
+TRUE_W = np.array([1.5, -2.0, 0.5, 3.0], dtype=np.float32)
+
+
+def regression_batch(rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
+    x = rng.normal(size=(16, 4)).astype(np.float32)
+    y = x @ TRUE_W + 0.01 * rng.normal(size=16).astype(np.float32)
+    return {"x": torch.from_numpy(x), "y": torch.from_numpy(y)[:, None]}
+
+
+def mse_loss(model, batch):
+    pred = model(batch["x"])
+    loss = nn.functional.mse_loss(pred.float(), batch["y"])
+    return loss, {"pred_mean": pred.detach().float().mean()}
+
+
+def small_net() -> nn.Module:
+    # Dropout makes the RNG state part of what an exact resume must restore.
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+def make_trainer(tmp_path, max_steps, *, seed=0, model_seed=0, decay=0.7, **overrides):
+    torch.manual_seed(model_seed)
+    model = small_net()
+    settings = {"lr": 1e-2, "log_every": 1, "checkpoint_every": 5, "progress": False, **overrides}
+    config = TrainConfig(out_dir=tmp_path, max_steps=max_steps, seed=seed, **settings)
+    optimizer = build_optimizer(model.parameters(), config)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=decay)
+    return Trainer(model, optimizer, scheduler, config, loss_fn=mse_loss)
+
+
+def read_metrics(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / METRICS).read_text().splitlines()]
+
+
+def test_loss_decreases_and_metrics_are_logged(tmp_path):
+    trainer = make_trainer(tmp_path, 80, checkpoint_every=40, lr=3e-2, decay=1.0)
+    final = trainer.fit(StepSeededBatches(regression_batch, seed=1))
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 81))
+    losses = [r["loss"] for r in records]
+    assert np.mean(losses[-5:]) < 0.2 * np.mean(losses[:5])
+    assert {"step", "loss", "lr", "seconds", "pred_mean", "grad_norm"} <= set(records[0])
+    assert final["step"] == 80 and final["loss"] == records[-1]["loss"]
+    assert (tmp_path / LAST).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_after_crash_matches_straight_run(tmp_path):
+    straight = make_trainer(tmp_path / "straight", 10)
+    straight.fit(StepSeededBatches(regression_batch, seed=7))
+
+    def crashing_batch(rng, step):
+        if step == 7:  # after the checkpoint at step 5, before step 8
+            raise RuntimeError("simulated crash")
+        return regression_batch(rng, step)
+
+    first = make_trainer(tmp_path / "resumed", 10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        first.fit(StepSeededBatches(crashing_batch, seed=7))
+    saved = torch.load(tmp_path / "resumed" / LAST, weights_only=True)
+    assert saved["step"] == 5
+
+    # A fresh process would build a differently initialised model: the checkpoint must win.
+    second = make_trainer(tmp_path / "resumed", 10, model_seed=123, resume=True)
+    second.fit(StepSeededBatches(regression_batch, seed=7))
+    assert second.step == 10
+    for a, b in zip(straight.module().state_dict().values(),
+                    second.module().state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert second.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+    # The metrics file reads as one uninterrupted run.
+    assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == list(range(1, 11))
+    np.testing.assert_allclose([r["loss"] for r in read_metrics(tmp_path / "resumed")],
+                               [r["loss"] for r in read_metrics(tmp_path / "straight")],
+                               rtol=1e-5)
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    dtypes = []
+
+    def loss_fn(model, batch):
+        pred = model(batch["x"])
+        dtypes.append(pred.dtype)
+        return nn.functional.mse_loss(pred.float(), batch["y"]), {}
+
+    model = nn.Linear(4, 1)
+    config = TrainConfig(out_dir=tmp_path, max_steps=3, precision="bf16", progress=False)
+    trainer = Trainer(model, build_optimizer(model.parameters(), config), None, config,
+                      loss_fn=loss_fn)
+    final = trainer.fit(StepSeededBatches(regression_batch))
+    assert dtypes == [torch.bfloat16] * 3
+    assert math.isfinite(final["loss"]) and model.weight.dtype == torch.float32
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    model = nn.Linear(4, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    config = TrainConfig(out_dir=tmp_path, max_steps=1, grad_clip=0.5, progress=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    def huge_loss(model, batch):
+        return 1000.0 * nn.functional.mse_loss(model(batch["x"]), batch["y"]), {}
+
+    trainer = Trainer(model, optimizer, None, config, loss_fn=huge_loss)
+    final = trainer.fit(StepSeededBatches(regression_batch))
+    update = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert final["grad_norm"] > 100  # the raw gradient was large ...
+    assert update.norm().item() == pytest.approx(0.5, rel=1e-4)  # ... the step was clipped
+
+
+def test_custom_step_with_two_optimizers(tmp_path):
+    torch.manual_seed(0)
+    generator, critic = nn.Linear(4, 4), nn.Linear(4, 1)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-2)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    initial = {n: [p.detach().clone() for p in m.parameters()]
+               for n, m in {"g": generator, "d": critic}.items()}
+
+    def gan_step(trainer, batch):
+        g, d = trainer.models["generator"], trainer.models["critic"]
+        real = batch["x"]
+        with trainer.autocast():
+            fake = g(torch.randn_like(real))
+            d_loss = d(fake.detach()).mean() - d(real).mean()
+        trainer.backward_step(d_loss, trainer.optimizers["critic"])
+        with trainer.autocast():
+            g_loss = -d(g(torch.randn_like(real))).mean()
+        trainer.backward_step(g_loss, trainer.optimizers["generator"], generator.parameters())
+        return {"loss": g_loss.detach(), "d_loss": d_loss.detach()}
+
+    config = TrainConfig(out_dir=tmp_path, max_steps=6, log_every=2, checkpoint_every=3,
+                         progress=False)
+    trainer = Trainer({"generator": generator, "critic": critic},
+                      {"generator": opt_g, "critic": opt_d}, None, config, step_fn=gan_step)
+    final = trainer.fit(StepSeededBatches(regression_batch))
+    assert {"loss", "d_loss"} <= set(final) and final["step"] == 6
+    for name, module in {"g": generator, "d": critic}.items():
+        assert any(not torch.equal(p, q) for p, q in zip(module.parameters(), initial[name]))
+    saved = torch.load(tmp_path / LAST, weights_only=True)
+    assert set(saved["optimizers"]) == {"generator", "critic"}
+    assert saved["step"] == 6 and [r["step"] for r in read_metrics(tmp_path)] == [2, 4, 6]
+
+
+def test_validation_keeps_best_checkpoint(tmp_path):
+    scores = iter([3.0, 1.0, 2.0])
+
+    def validate(trainer):
+        assert not trainer.model.training and not torch.is_grad_enabled()
+        return {"val_loss": next(scores)}
+
+    model = nn.Linear(4, 1)
+    config = TrainConfig(out_dir=tmp_path, max_steps=6, validate_every=2, log_every=100,
+                         best_metric="val_loss", progress=False)
+    trainer = Trainer(model, build_optimizer(model.parameters(), config), None, config,
+                      loss_fn=mse_loss, validate_fn=validate)
+    final = trainer.fit(StepSeededBatches(regression_batch))
+    assert final["best"] == 1.0 and model.training
+    assert [(r["step"], r["val_loss"]) for r in read_metrics(tmp_path)] == [(2, 3.0), (4, 1.0),
+                                                                             (6, 2.0)]
+    assert torch.load(tmp_path / BEST, weights_only=True)["step"] == 4
+
+
+def test_reiterable_sources_wrap_and_iterators_stop(tmp_path):
+    data = [regression_batch(np.random.default_rng(i), i) for i in range(3)]
+    model = nn.Linear(4, 1)
+    config = TrainConfig(out_dir=tmp_path / "epochs", max_steps=7, log_every=100, progress=False)
+    trainer = Trainer(model, build_optimizer(model.parameters(), config), None, config,
+                      loss_fn=mse_loss)
+    assert trainer.fit(data)["step"] == 7  # a list is re-iterated like DataLoader epochs
+
+    config = TrainConfig(out_dir=tmp_path / "short", max_steps=7, log_every=100, progress=False)
+    trainer = Trainer(model, build_optimizer(model.parameters(), config), None, config,
+                      loss_fn=mse_loss)
+    final = trainer.fit(iter(data))  # a one-shot iterator ends the run early, saved and logged
+    assert final["step"] == 3
+    assert torch.load(tmp_path / "short" / LAST, weights_only=True)["step"] == 3
+    assert [r["step"] for r in read_metrics(tmp_path / "short")] == [3]
