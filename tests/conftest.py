@@ -35,7 +35,7 @@ def tiny_ct_checkpoint(tmp_path_factory) -> Path:
     model = PCTNet(config)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     card = build_card("pctnet", config.to_dict(), task="ct_segmentation",
-                      preprocessing={**DEFAULT_PREPROCESSING, "spacing": [8.0, 8.0, 8.0]}, labels=PHANTOM_LABELS)
+                      preprocessing={**DEFAULT_PREPROCESSING, "spacing": [12.0, 12.0, 12.0]}, labels=PHANTOM_LABELS)
     save_checkpoint(path, model, card)
     return path
 

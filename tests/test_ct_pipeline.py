@@ -112,3 +112,18 @@ def test_real_oblique_ct_keeps_shape_and_affine(tiny_ct_checkpoint, tmp_path):
     labels, out_meta = read_nifti(out)
     assert labels.shape == image.shape
     np.testing.assert_allclose(out_meta.affine, meta.affine, atol=1e-5)
+
+
+def test_one_worker_per_device_keeps_order_and_isolates_failures(tiny_ct_checkpoint, phantom_file, tmp_path):
+    """The multi-GPU path, exercised with two CPU 'devices': every item once, in input order."""
+    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_on_devices
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    items = plan_items([str(phantom_file), str(bad), str(phantom_file.with_name("case1_labels.nii.gz"))],
+                       tmp_path / "out")
+    summary = segment_on_devices(lambda device: pipeline_from(tiny_ct_checkpoint), items, SegmentOptions(),
+                                 ["cpu", "cpu"])
+    assert [r.source for r in summary.results] == [str(i.source) for i in items]
+    assert [r.status for r in summary.results] == ["done", "failed", "done"]
+    assert summary.exit_code == 1

@@ -1,6 +1,7 @@
 """`mis segment`: CT volumes (NIfTI files, DICOM series folders, folders of either, globs) -> label maps."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -38,20 +39,27 @@ def segment(
     """Segment organs in CT volumes with PCT-Net. Output: label map with exactly the input geometry,
     a JSON sidecar with label names, and optional statistics, preview and probabilities."""
     from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
-    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_files
+    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_files, segment_on_devices
     from mis.registry import resolve_checkpoint, task_entry
+    from mis.runtime.distributed import dist_info, visible_gpu_workers
 
     runtime = runtime_of(ctx)
     items = plan_items(inputs, output)
     checkpoint = resolve_checkpoint("ct_segmentation", model or (task_entry("ct_segmentation").fast_checkpoint
                                                                 if fast else None))
-    pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, overlap=0.25 if fast else overlap,
-                                                      tta=tta and not fast)
+    settings = dict(overlap=0.25 if fast else overlap, tta=tta and not fast)
     options = SegmentOptions(roi_subset=_split_names(roi_subset), save_probabilities=save_probabilities,
                              statistics=statistics, preview=preview, skip_existing=skip_existing,
                              overwrite=overwrite)
-    summary = segment_files(pipeline, items, options, workers=runtime.workers,
-                            progress=not (runtime.quiet or runtime.json))
+    gpus = visible_gpu_workers() if runtime.device in ("auto", "cuda") and dist_info()[1] == 1 else []
+    if len(gpus) > 1:  # one worker per GPU, each with its own copy of the network
+        summary = segment_on_devices(
+            lambda device: CTSegmentationPipeline.from_checkpoint(
+                checkpoint, dataclasses.replace(runtime, device=device), **settings), items, options, gpus)
+    else:
+        pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, **settings)
+        summary = segment_files(pipeline, items, options, workers=runtime.workers,
+                                progress=not (runtime.quiet or runtime.json))
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
         raise typer.Exit(0)
     report_run(summary, runtime, "mis segment", extra_columns=["windows", "windows_skipped", "warning"])

@@ -20,10 +20,13 @@ Forward convention: ``model(x)`` with x of shape (B, in_chns, *input_size) retur
 in training mode with ``multiscale_pred`` it returns a list of 4 logit tensors [L0, L1, L2, L3] (full resolution
 first) for deep supervision. Upstream returns that list in eval mode too; here inference always gets one tensor.
 
-Measured here (torch 2.14.1 CPU, random init, float32, torch.set_num_threads(2), one 1x1xDxHxW forward, eval mode):
+Measured here (torch 2.14.1 CPU build, AVX2 2-vCPU VM, random init, float32, eval, torch.set_num_threads(2),
+one forward of a 1x1xDxHxW patch, quiet machine; with other jobs running it was 2-8x slower):
 
-    paper config  (24/48/128/256/512, 64x128x128, mode 1, 5 classes): 45,289,545 parameters, ~14.6 s
-    fast_config() (8/16/32/64/128,    32x64x64,   mode 1, 5 classes):  3,028,697 parameters, ~0.09 s
+    paper config  (24/48/128/256/512, 64x128x128, mode 1, 5 classes): 45,289,554 parameters, 12.5-13.1 s
+    fast_config() (12/24/32/64/128,   32x64x64,   mode 1, 5 classes):  3,099,198 parameters, 0.24-0.30 s
+
+bf16 autocast works on CPU but, without AVX-512 BF16, its convolutions are emulated and ~40x slower than float32.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ def fast_config(class_num: int, input_size: tuple[int, int, int] = (32, 64, 64),
     """A CPU-sized PCT-Net: same module structure, fewer channels, 4^3 windows.
 
     L0/L1 keep 12/24 channels rather than 8/16: for a batch-1 input PyTorch's CPU convolution falls back to its slow
-    native 3D kernel when N*C*D*H <= 20480, which made 8/16 channels about twice as slow at 32x64x64.
+    native 3D kernel when N*C*D*H <= 20480, which made 8/16 channels 2.4x slower (0.58 s vs 0.24 s) at 32x64x64.
     ``overrides`` replace any other :class:`PCTNetConfig` field (e.g. ``resolution_mode=0``).
     """
     base = PCTNetConfig(

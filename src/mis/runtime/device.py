@@ -36,9 +36,11 @@ class ComputePolicy:
 
 def resolve_device(requested: str = "auto") -> torch.device:
     requested = (requested or "auto").lower()
+    # under torchrun each rank takes the GPU of its LOCAL_RANK
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", 0)
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")

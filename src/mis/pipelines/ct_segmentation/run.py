@@ -13,7 +13,7 @@ from mis.io.nifti import write_nifti
 from mis.io.volume import looks_like_hu, read_volume, to_ras
 from mis.pipelines.ct_segmentation.outputs import label_statistics, preview_png
 from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
-from mis.runtime.distributed import dist_info, gather_summaries, shard
+from mis.runtime.distributed import dist_info, gather_summaries, init_distributed, shard
 from mis.runtime.executor import WorkItem, run_items
 
 
@@ -51,6 +51,8 @@ def plan_items(inputs: list[str], output: Path) -> list[WorkItem]:
 
 def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], options: SegmentOptions, *,
                   workers: int = 2, progress: bool = True):
+    if dist_info()[1] > 1:
+        init_distributed()  # torchrun: join the group so rank 0 can gather the summary
     rank, world, _ = dist_info()
     mine = shard(items, rank, world)
     labels_subset = pipeline.label_ids(options.roi_subset)  # fail early on unknown organ names
@@ -103,3 +105,28 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
     if world > 1:
         summary = gather_summaries(summary)
     return summary
+
+
+def segment_on_devices(make_pipeline, items: list[WorkItem], options: SegmentOptions, devices: list[str]):
+    """Several GPUs on one machine: one worker per device over a shared queue of volumes, each with
+    its own copy of the network (`make_pipeline(device)`); results in input order."""
+    import threading
+    import time
+
+    from mis.runtime.distributed import run_on_devices
+    from mis.runtime.executor import RunSummary
+
+    pipelines, lock = {}, threading.Lock()
+
+    def pipeline_for(device: str):
+        with lock:
+            if device not in pipelines:
+                pipelines[device] = make_pipeline(device)
+            return pipelines[device]
+
+    def one(item: WorkItem, device: str):
+        return segment_files(pipeline_for(device), [item], options, workers=1, progress=False).results[0]
+
+    start = time.perf_counter()
+    results = run_on_devices(items, devices, one)
+    return RunSummary(results, time.perf_counter() - start)
