@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-from mis.io.volume import VolumeMeta
 from mis.pipelines.ct_segmentation.metrics import dice_hd95
 from mis.pipelines.ct_segmentation.phantom import PHANTOM_LABELS, make_phantom
 from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
@@ -27,8 +26,7 @@ def evaluate(pipeline, phantoms) -> tuple[dict, float]:
     per_organ = {name: {"dice": [], "hd95": []} for name in PHANTOM_LABELS.values()}
     start = time.perf_counter()
     for phantom in phantoms:
-        meta = VolumeMeta(affine=phantom.affine, shape=phantom.image.shape, spacing=tuple(phantom.spacing),
-                          source="phantom", kind="synthetic")
+        meta = phantom.volume_meta()
         result = pipeline(phantom.image, meta)
         scores = dice_hd95(result.labels, phantom.labels, sorted(PHANTOM_LABELS), meta.spacing)
         for label, score in scores.items():

@@ -328,8 +328,13 @@ def test_progress_bar_switches(monkeypatch, capsys):
 
     monkeypatch.delenv("MIS_QUIET", raising=False)
     monkeypatch.delenv("RANK", raising=False)
-    assert progress_enabled(True) and not progress_enabled(False)
+    assert not progress_enabled(False)
     assert not progress_enabled(None)  # pytest captures the streams: not a terminal
+    assert not progress_enabled(True)  # True allows a bar but never forces one into a pipe
+    import mis.runtime.progress as progress
+
+    monkeypatch.setattr(progress, "_stream_is_tty", lambda stream: True)
+    assert progress_enabled(True) and progress_enabled(None)
     monkeypatch.setenv("RANK", "1")
     assert not progress_enabled(True)
     monkeypatch.setenv("RANK", "0")

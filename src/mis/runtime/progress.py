@@ -28,13 +28,13 @@ def _stream_is_tty(stream: Any) -> bool:
 
 
 def progress_enabled(enabled: bool | None = None) -> bool:
-    """Whether a bar would be drawn: `enabled=False` always wins; `True` still respects rank."""
+    """Whether a bar is drawn: only on a terminal, on rank 0, without MIS_QUIET; `False` turns it off.
+
+    `True` means "allowed", not "forced": a bar piped into a log file is noise."""
     if enabled is False or not _is_rank_zero():
         return False
     if os.environ.get("MIS_QUIET", "") not in ("", "0"):
         return False
-    if enabled is True:
-        return True
     return _stream_is_tty(sys.stderr) and _stream_is_tty(sys.stdout)
 
 

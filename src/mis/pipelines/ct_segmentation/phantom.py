@@ -85,6 +85,13 @@ class Phantom:
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.image.shape)  # type: ignore[return-value]
 
+    def volume_meta(self):
+        """The geometry as the I/O layer describes a volume read from disk."""
+        from mis.io.volume import VolumeMeta
+
+        return VolumeMeta(affine=self.affine, shape=self.image.shape, spacing=tuple(self.spacing),
+                          source=f"phantom:{self.seed}", kind="synthetic")
+
     @property
     def orientation(self) -> str:
         """Axis codes of the storage orientation (e.g. ``"LPS"``), nearest axis per column."""

@@ -17,7 +17,7 @@ import torch
 from mis.checkpoints import build_card, save_checkpoint
 from mis.errors import UsageError
 from mis.io.files import resolve_inputs
-from mis.io.volume import VolumeMeta, read_volume
+from mis.io.volume import read_volume
 from mis.models.pctnet import PCTNet, count_parameters
 from mis.pipelines.ct_segmentation.metrics import soft_dice_per_class
 from mis.pipelines.ct_segmentation.phantom import make_phantom
@@ -66,8 +66,7 @@ def unlabeled_volumes(options: PretrainOptions, preprocessing: dict, log=print) 
         volumes.append(grid.numpy())
     for i in range(options.phantoms):
         phantom = make_phantom(options.phantom_seed + i)  # labels deliberately unused
-        meta = VolumeMeta(affine=phantom.affine, shape=phantom.image.shape, spacing=tuple(phantom.spacing),
-                          source="phantom", kind="synthetic")
+        meta = phantom.volume_meta()
         volumes.append(image_to_grid(phantom.image, meta, preprocessing)[0].numpy())
     if not volumes:
         raise UsageError("no pretraining data: give CT files/folders and/or --phantoms N")

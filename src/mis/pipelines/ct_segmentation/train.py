@@ -1,7 +1,7 @@
 """`mis train segment`: fine-tune or train PCT-Net on labelled CT (files, folders, synthetic phantoms).
 
 Recipe (MIS-FM demo config, adapted): patches of the network's input size with foreground
-oversampling (1/3 of patches centred on a random organ voxel, as nnU-Net does), random flips on the
+oversampling (1/3 of patches centred on a voxel of a random organ, as nnU-Net does), random flips on the
 three axes, intensity scale/shift/noise, Dice + CE (0.5/0.5) with deep supervision weights 1/2^i
 on ground truth average-pooled to each scale (PyMIC mode 2), Adam, polynomial LR decay (power 0.9).
 """
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from mis.checkpoints import build_card, load_matching, read_card, read_state, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.io.files import resolve_inputs
-from mis.io.volume import VolumeMeta, read_volume
+from mis.io.volume import read_volume
 from mis.models.pctnet import PCTNet, PCTNetConfig, count_parameters, fast_config
 from mis.pipelines.ct_segmentation.evaluate import _case_name
 from mis.pipelines.ct_segmentation.labels import apply_labels_map, class_names
@@ -40,10 +40,10 @@ class Case:
     name: str
     image: torch.Tensor   # (D, H, W) normalised
     labels: torch.Tensor  # (D, H, W) uint8 class ids
-    foreground: torch.Tensor = field(default=None)  # (N, 3) voxel indices of labels > 0
+    foreground: dict[int, torch.Tensor] = field(default=None)  # class id -> (N, 3) voxel indices
 
     def __post_init__(self):
-        self.foreground = (self.labels > 0).nonzero()
+        self.foreground = {int(k): (self.labels == k).nonzero() for k in self.labels.unique() if k > 0}
 
 
 @dataclass
@@ -82,8 +82,7 @@ class SegTrainOptions:
 # --- data --------------------------------------------------------------------------------------------
 def phantom_case(seed: int, preprocessing: dict) -> Case:
     phantom = make_phantom(seed)
-    meta = VolumeMeta(affine=phantom.affine, shape=phantom.image.shape, spacing=tuple(phantom.spacing),
-                      source=f"phantom:{seed}", kind="synthetic")
+    meta = phantom.volume_meta()
     image, _ = image_to_grid(phantom.image, meta, preprocessing)
     return Case(f"phantom_{seed}", image, labels_to_grid(phantom.labels, meta, preprocessing))
 
@@ -133,8 +132,10 @@ class PatchSampler:
 
     def _start(self, rng: np.random.Generator, case: Case) -> list[int]:
         shape = case.image.shape
-        if len(case.foreground) and rng.random() < self.foreground_fraction:
-            centre = case.foreground[rng.integers(len(case.foreground))].tolist()
+        if case.foreground and rng.random() < self.foreground_fraction:
+            # class first, then a voxel of it (as nnU-Net does): small organs get as many patches as big ones
+            voxels = case.foreground[sorted(case.foreground)[rng.integers(len(case.foreground))]]
+            centre = voxels[rng.integers(len(voxels))].tolist()
             return [c - r // 2 + int(rng.integers(-r // 4, r // 4 + 1)) for c, r in zip(centre, self.roi)]
         return [int(rng.integers(min(0, n - r), max(0, n - r) + 1)) for n, r in zip(shape, self.roi)]
 
