@@ -6,6 +6,7 @@ model family, the network is rebuilt from a config, loaded with strict=True and 
 """
 from __future__ import annotations
 
+import importlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from mis.checkpoints import build_card, build_model, save_checkpoint
 from mis.errors import CheckpointError, InputError
+from mis.registry import model_family
 
 # Upstream training scripts wrap the weights in these containers (PyMIC: "model_state_dict").
 CONTAINER_KEYS = ("model_state_dict", "state_dict", "model", "net", "generator")
@@ -29,6 +31,17 @@ class KeyMap:
 # PCT-Net module names follow MIS-FM `net/pct_net.py`, so the map is the identity after unwrapping
 # (documented in docs/pctnet_keymap.md).
 KEY_MAPS: dict[str, KeyMap] = {"pctnet": KeyMap()}
+
+
+# Constructor defaults for imported weights, per family: the released MIS-FM CT10k PCT-Net is the
+# 5-class Volume Fusion model with 64x128x128 patches.
+IMPORT_DEFAULTS: dict[str, dict] = {"pctnet": {"class_num": 5, "input_size": [64, 128, 128]}}
+
+
+def default_config(family: str) -> dict:
+    spec = model_family(family)
+    config_cls = getattr(importlib.import_module(spec.module), spec.config)
+    return config_cls(**IMPORT_DEFAULTS.get(family, {})).to_dict()
 
 
 def safe_torch_load(path: Path) -> object:

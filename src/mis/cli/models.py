@@ -64,7 +64,7 @@ def import_model(
     Example, the MIS-FM CT10k PCT-Net: `mis models import pctnet_ct10k_volf.pt -o pctnet_ct10k.safetensors
     --config '{"class_num": 5, "input_size": [64,128,128]}'`."""
     from mis.errors import UsageError
-    from mis.importing import import_checkpoint
+    from mis.importing import default_config, import_checkpoint
     from mis.registry import task_entry
 
     entry = task_entry(task)
@@ -73,7 +73,7 @@ def import_model(
         names = json.loads(labels) if labels else {}
     except json.JSONDecodeError as exc:
         raise UsageError(f"--config/--labels must be JSON objects ({exc})") from None
-    base = _default_config(entry.family)
+    base = default_config(entry.family)
     base.update(overrides)
     card = import_checkpoint(source, output, family=entry.family, task=task, config=base, labels=names, half=half)
     if runtime_of(ctx).json:
@@ -81,13 +81,3 @@ def import_model(
     else:
         stdout.print(f"imported {source} -> {output} (sha256 {card['sha256'][:12]})")
 
-
-def _default_config(family: str) -> dict:
-    import importlib
-
-    from mis.registry import model_family
-
-    spec = model_family(family)
-    config_cls = getattr(importlib.import_module(spec.module), spec.config)
-    defaults = {"pctnet": {"class_num": 5, "input_size": [64, 128, 128]}}.get(family, {})
-    return config_cls(**defaults).to_dict()
