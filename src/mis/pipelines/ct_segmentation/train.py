@@ -32,7 +32,7 @@ from mis.runtime.sliding_window import sliding_window_predict
 from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer
 
 PAPER_INPUT_SIZE = (64, 128, 128)
-FAST_INPUT_SIZE = (32, 64, 64)
+FAST_INPUT_SIZE = (32, 48, 48)
 
 
 @dataclass
