@@ -27,12 +27,13 @@ class SegmentationResult:
     info: dict = field(default_factory=dict)
 
 
-def flip_combinations(tta: bool) -> list[tuple[int, ...]]:
-    """Mirroring TTA over the three spatial axes of a (B, C, D, H, W) batch: 8 combinations."""
+def flip_combinations(tta: bool, mirror_axes=(0, 1, 2)) -> list[tuple[int, ...]]:
+    """Mirroring TTA over the model's mirror axes (spatial axis i is dim i + 2 of a (B, C, D, H, W)
+    batch): 2^n combinations, the first being no flip."""
     if not tta:
         return [()]
-    axes = (2, 3, 4)
-    return [tuple(a for bit, a in enumerate(axes) if mask >> bit & 1) for mask in range(8)]
+    axes = tuple(a + 2 for a in mirror_axes)
+    return [tuple(a for bit, a in enumerate(axes) if mask >> bit & 1) for mask in range(2 ** len(axes))]
 
 
 class CTSegmentationPipeline:
@@ -81,7 +82,7 @@ class CTSegmentationPipeline:
     def _predict_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(b, 1, *roi) -> (b, K, *roi) softmax probabilities in fp32, averaged over mirrorings."""
         total = None
-        flips = flip_combinations(self.tta)
+        flips = flip_combinations(self.tta, self.preprocessing.get("mirror_axes", (0, 1, 2)))
         for dims in flips:
             x = windows.flip(dims) if dims else windows
             with self.policy.autocast():
@@ -101,6 +102,10 @@ class CTSegmentationPipeline:
 
     def grid_probabilities(self, image: np.ndarray, meta: VolumeMeta) -> tuple[torch.Tensor, dict]:
         """Probabilities (K, D, H, W) on the network grid and run info."""
+        probs, info, _ = self._grid_probabilities(image, meta)
+        return probs, info
+
+    def _grid_probabilities(self, image: np.ndarray, meta: VolumeMeta):
         self._check(image, meta)
         grid, grid_info = image_to_grid(image.astype(np.float32, copy=False), meta, self.preprocessing)
         window = tuple(self.preprocessing["intensity_window"])
@@ -117,14 +122,14 @@ class CTSegmentationPipeline:
         probs = background.view(-1, 1, 1, 1).repeat(1, *grid.shape)
         probs[(slice(None), *box)] = probs_crop[0]
         info = {"grid_shape": list(grid_info.grid_shape), "windows": stats.windows,
+                "tta_passes": len(flip_combinations(self.tta, self.preprocessing.get("mirror_axes", (0, 1, 2)))),
                 "windows_skipped": stats.skipped, "device": self.policy.describe()}
-        return probs, info | {"_grid": grid_info}
+        return probs, info, grid_info
 
     def __call__(self, image: np.ndarray, meta: VolumeMeta, *, roi_subset: list[str] | None = None,
                  return_probabilities: bool = False) -> SegmentationResult:
         # 1. network-grid probabilities (RAS, model spacing, body crop, sliding window)
-        probs, info = self.grid_probabilities(image, meta)
-        grid_info = info.pop("_grid")
+        probs, info, grid_info = self._grid_probabilities(image, meta)
         # 2. back to the RAS grid of the input, one class at a time so memory stays flat in K
         keep = set(self.label_ids(roi_subset))
         best = labels = None

@@ -21,6 +21,7 @@ DEFAULT_PREPROCESSING = {
     "intensity_window": [-1000.0, 1000.0],  # HU clipped, then mapped linearly to [-1, 1] (PyMIC CT recipe)
     "body_threshold_hu": -600.0,           # voxels above this are "body" (PyMIC get_human_region_from_ct)
     "axis_order": "SAR",                   # network axes (D, H, W) = (S, A, R)
+    "mirror_axes": [0, 1, 2],              # axes the model was mirrored on (augmentation, --tta)
 }
 
 

@@ -79,6 +79,13 @@ class SegTrainOptions:
         return {**DEFAULT_PREPROCESSING, "spacing": list(spacing)}
 
 
+def mirror_axes_for(names: dict[int, str]) -> tuple[int, ...]:
+    """Mirroring (augmentation and TTA) would swap left and right organs, so models with lateral
+    classes are not mirrored at all (TotalSegmentator does the same); others mirror every axis."""
+    lateral = any(side in name.lower() for name in names.values() for side in ("left", "right"))
+    return () if lateral else (0, 1, 2)
+
+
 # --- data --------------------------------------------------------------------------------------------
 def phantom_case(seed: int, preprocessing: dict) -> Case:
     phantom = make_phantom(seed)
@@ -124,8 +131,9 @@ class PatchSampler:
     """Batches as a pure function of (rng, step), so training resumes exactly."""
 
     def __init__(self, cases: list[Case], roi: tuple[int, int, int], batch_size: int, background: float,
-                 foreground_fraction: float = 1 / 3, weights: list[float] | None = None):
-        self.cases, self.roi, self.batch_size = cases, roi, batch_size
+                 foreground_fraction: float = 1 / 3, weights: list[float] | None = None,
+                 mirror_axes: tuple[int, ...] = (0, 1, 2)):
+        self.cases, self.roi, self.batch_size, self.mirror_axes = cases, roi, batch_size, tuple(mirror_axes)
         self.background, self.foreground_fraction = background, foreground_fraction
         weights = np.asarray(weights if weights is not None else [1.0] * len(cases), dtype=np.float64)
         self.probabilities = weights / weights.sum()
@@ -146,7 +154,7 @@ class PatchSampler:
             start = self._start(rng, case)
             x = crop_or_pad(case.image, start, self.roi, self.background)
             y = crop_or_pad(case.labels, start, self.roi, 0)
-            flips = [axis for axis in range(3) if rng.random() < 0.5]
+            flips = [axis for axis in self.mirror_axes if rng.random() < 0.5]
             if flips:
                 x, y = x.flip(flips), y.flip(flips)
             x = x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
@@ -213,13 +221,13 @@ def validation_dice(model, cases: list[Case], roi, num_classes: int, policy, bac
 
 
 def train_segmentation(options: SegTrainOptions, log=print) -> dict:
-    preprocessing = options.preprocessing()
     if options.labels_map:
         names = class_names(options.labels_map)
     elif options.images:
         raise UsageError("--labels-map is required with --images so that class ids and names are explicit")
     else:
         names = dict(PHANTOM_LABELS)
+    preprocessing = {**options.preprocessing(), "mirror_axes": list(mirror_axes_for(names))}
     if options.phantoms and names != PHANTOM_LABELS:
         raise UsageError(f"--phantoms needs the phantom classes {list(PHANTOM_LABELS.values())} in this order "
                          f"in --labels-map (got {list(names.values())})")
@@ -250,7 +258,8 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
     weights = None
     if real and synthetic:  # a few real volumes among many phantoms: give them a fixed share of patches
         weights = [options.real_fraction / len(real)] * len(real) + [(1 - options.real_fraction) / len(synthetic)] * len(synthetic)
-    sampler = PatchSampler(cases, tuple(config.input_size), options.batch_size, background, weights=weights)
+    sampler = PatchSampler(cases, tuple(config.input_size), options.batch_size, background, weights=weights,
+                           mirror_axes=preprocessing["mirror_axes"])
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=options.steps, power=0.9)
 
@@ -269,7 +278,7 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
                                log_every=25, validate_every=options.validate_every, out_dir=options.out,
                                seed=options.seed, device=str(policy.device), resume=options.resume,
                                progress=options.progress, description="train segment",
-                               best_metric="val_dice" if val_cases else None)
+                               best_metric="val_dice" if val_cases else None, best_mode="max")
     trainer = Trainer(model, optimizer, scheduler, train_config, loss_fn=loss_fn,
                       validate_fn=validate_fn if val_cases else None)
     rank = dist_info()[0]  # each DDP rank draws its own patches
@@ -288,7 +297,7 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
                                 "init": str(options.init) if options.init else None,
                                 "init_loaded": len(init_report["loaded"]) if init_report else None,
                                 "real_fraction": options.real_fraction if weights else None},
-                      metrics={k: v for k, v in final.items() if k.startswith("val_")})
+                      metrics={k: v for k, v in final.items() if k.startswith("val_") or k == "best_step"})
     target = options.out / "model.safetensors"
     save_checkpoint(target, model, card, half=options.half)
     log(f"saved {target}")
