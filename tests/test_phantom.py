@@ -9,6 +9,8 @@ larger world z than the kidneys, whatever the storage orientation of the array.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import importlib.util
 import math
 import time
@@ -250,7 +252,11 @@ def test_module_imports_only_numpy_and_scipy():
             roots.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             roots.add(node.module.split(".")[0])
-    assert roots <= {"__future__", "numpy", "scipy", "itertools", "math", "dataclasses", "types", "typing"}, roots
+    # "mis" only for the torch-free I/O metadata class (mis.io imports no torch)
+    assert roots <= {"__future__", "numpy", "scipy", "itertools", "math", "dataclasses", "types", "typing", "mis"}, roots
+    code = ("import sys; from mis.pipelines.ct_segmentation.phantom import make_phantom; "
+            "make_phantom(0).volume_meta(); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------- sample data
