@@ -75,6 +75,8 @@ def main() -> None:
                                           device="cpu", progress=False, checkpoint_every=0,
                                           validate_every=setting["pretrain_steps"]), log=quiet)
         pretrain_seconds = time.perf_counter() - start
+        print(f"pretext Dice {pre.get('pretext_dice', float('nan')):.3f} after {setting['pretrain_steps']} steps "
+              f"({pretrain_seconds / 60:.1f} min)", flush=True)
         evaluation = [make_phantom(EVAL_SEED + i) for i in range(args.eval_phantoms)]
         table: dict[int, dict[str, list[float]]] = {}
         for labelled in args.labelled:
@@ -88,6 +90,8 @@ def main() -> None:
                         spacing=spacing, init=init, device="cpu", seed=seed, checkpoint_every=0,
                         progress=False), log=quiet)
                     table[labelled][init_name].append(mean_dice(out / "model.safetensors", evaluation))
+                    print(f"labelled {labelled} seed {seed} {init_name}: mean Dice {table[labelled][init_name][-1]:.3f} "
+                          f"({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
     minutes = (time.perf_counter() - start) / 60
     print(f"Volume Fusion transfer ({'full' if args.full else 'CPU'} setting): pretext Dice "
           f"{pre.get('pretext_dice', float('nan')):.3f} after {setting['pretrain_steps']} steps "
