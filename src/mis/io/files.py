@@ -8,22 +8,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mis.errors import InputError
-from mis.io.volume import is_nifti_name
+from mis.io.volume import dir_has_dicom, is_nifti_name, visible_children
 
 _GLOB_CHARS = set("*?[")
-
-
-def _visible(folder: Path) -> list[Path]:
-    try:
-        return sorted(c for c in folder.iterdir() if not c.name.startswith("."))
-    except PermissionError as exc:
-        raise InputError(folder, "permission denied") from exc
-
-
-def _has_dicom_files(folder: Path) -> bool:
-    from mis.io.dicom import is_dicom_file
-
-    return any(c.is_file() and is_dicom_file(c) for c in _visible(folder))
 
 
 def _dicom_series_dirs(root: Path) -> list[Path]:
@@ -32,18 +19,18 @@ def _dicom_series_dirs(root: Path) -> list[Path]:
     for dirpath, dirnames, _files in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         d = Path(dirpath)
-        if _has_dicom_files(d):
+        if dir_has_dicom(d):
             found.append(d)
     return sorted(found)
 
 
 def _expand_dir(folder: Path, kinds: Sequence[str]) -> list[Path]:
     out: list[Path] = []
-    children = _visible(folder)
+    children = visible_children(folder)
     if "nifti" in kinds:
         out.extend(c for c in children if c.is_file() and is_nifti_name(c))
     if "dicom" in kinds:
-        if _has_dicom_files(folder):
+        if dir_has_dicom(folder):
             out.append(folder)  # the folder itself is a series
         for sub in (c for c in children if c.is_dir()):
             out.extend(_dicom_series_dirs(sub))

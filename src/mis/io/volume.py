@@ -129,7 +129,7 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     if not p.exists():
         raise InputError(p, "no such file or directory")
     if p.is_dir():
-        files = [c for c in _visible_children(p) if c.is_file()]
+        files = [c for c in visible_children(p) if c.is_file()]
         if any(is_dicom_file(f) for f in files):
             return read_dicom_series(p)
         niftis = [f for f in files if is_nifti_name(f)]
@@ -137,8 +137,8 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
             raise InputError(
                 p, f"folder holds {len(niftis)} NIfTI file(s), not a DICOM series; pass the NIfTI files themselves"
             )
-        subdirs = [c for c in _visible_children(p) if c.is_dir()]
-        if subdirs and any(_dir_has_dicom(d) for d in subdirs):
+        subdirs = [c for c in visible_children(p) if c.is_dir()]
+        if subdirs and any(dir_has_dicom(d) for d in subdirs):
             raise InputError(p, "folder holds DICOM series in subfolders; pass one series folder")
         raise InputError(p, "empty folder: no DICOM or NIfTI files")
     if not p.is_file():
@@ -160,17 +160,17 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     raise InputError(p, "not a NIfTI file or DICOM series")
 
 
-def _visible_children(folder: Path) -> list[Path]:
+def visible_children(folder: Path) -> list[Path]:
     try:
         return sorted(c for c in folder.iterdir() if not c.name.startswith("."))
     except PermissionError as exc:
         raise InputError(folder, "permission denied") from exc
 
 
-def _dir_has_dicom(folder: Path) -> bool:
+def dir_has_dicom(folder: Path) -> bool:
     from mis.io.dicom import is_dicom_file
 
-    return any(c.is_file() and is_dicom_file(c) for c in _visible_children(folder))
+    return any(c.is_file() and is_dicom_file(c) for c in visible_children(folder))
 
 
 def _sniff_nifti(p: Path) -> bool:
