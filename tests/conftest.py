@@ -53,3 +53,16 @@ def phantom_file(tmp_path_factory) -> Path:
     nib.save(nib.Nifti1Image(phantom.image.astype(np.int16), phantom.affine), path)
     nib.save(nib.Nifti1Image(phantom.labels, phantom.affine), folder / "case1_labels.nii.gz")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_battery_checkpoint(tmp_path_factory) -> Path:
+    """A tiny 2-member FPNN trained for a few steps on 12 synthetic cells, N = 20 cycles."""
+    from mis.models.fpnn import FPNNConfig
+    from mis.pipelines.battery.synthetic import synthetic_cells
+    from mis.pipelines.battery.train import BatteryTrainOptions, train_battery
+
+    out = tmp_path_factory.mktemp("battery_run")
+    options = BatteryTrainOptions(out=out, n_cycles=20, members=2, steps=6, batch_size=4,
+                                  config=FPNNConfig(channels=4, hidden=8), progress=False)
+    return Path(train_battery(synthetic_cells(12, n_cycles=20), options)["checkpoint"])

@@ -34,6 +34,7 @@ class TaskEntry:
 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     "pctnet": ModelFamily("mis.models.pctnet", "PCTNet", "PCTNetConfig"),
+    "fpnn": ModelFamily("mis.models.fpnn", "FPNNEnsemble", "FPNNConfig"),
 }
 
 TASKS: dict[str, TaskEntry] = {
@@ -48,6 +49,16 @@ TASKS: dict[str, TaskEntry] = {
         fast_checkpoint="ct_pctnet_demo.safetensors",
         field="Medical",
         description="3D CT organ segmentation with PCT-Net (MIS-FM)",
+    ),
+    "battery_life": TaskEntry(
+        task="battery_life",
+        command="battery predict",
+        pipeline="mis.pipelines.battery.pipeline:BatteryLifePipeline",
+        family="fpnn",
+        default_checkpoint="battery_fpnn_n100.safetensors",
+        fast_checkpoint="battery_fpnn_n40.safetensors",   # fewer cycles: an earlier, rougher answer
+        field="Tabular",
+        description="Early prediction of battery cycle life with FPNN (first N cycles)",
     ),
 }
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import print_json, print_table, reports_errors, runtime_of
+from mis.cli.common import print_json, print_table, reports_errors, runtime_of, stderr
 
 app = typer.Typer(help="Score predictions against references (one sub-command per task).", no_args_is_help=True)
 
@@ -38,3 +38,41 @@ def evaluate_segment(
     rows = [[name, f"{m['dice']:.4f}", "-" if m["hd95_mm"] is None else f"{m['hd95_mm']:.2f}", m["cases"]]
             for name, m in report["mean"].items()]
     print_table(f"Dice / HD95 over {len(report['cases'])} case(s)", ["label", "Dice", "HD95 mm", "cases"], rows)
+
+
+@app.command("battery")
+@reports_errors
+def evaluate_battery(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="Cells with observed cycle life"),
+    cycles: Optional[int] = typer.Option(None, "--cycles", "-n", min=4, max=100,
+                                         help="Shipped model for the first N cycles (default 100)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint (from `mis train battery`)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
+) -> None:
+    """RMSE (cycles) and MAPE (%) per split for the FPNN and the variance model."""
+    from mis.cli.battery import battery_checkpoint
+    from mis.errors import MisError
+    from mis.io.atomic import atomic_write_json
+    from mis.pipelines.battery.pipeline import BatteryLifePipeline
+    from mis.pipelines.battery.run import predict_inputs, rows_as_dicts, split_metrics
+
+    runtime = runtime_of(ctx)
+    pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
+    _, rows = predict_inputs(pipeline, data)
+    failed = [row for row in rows if row.error]
+    report = {"n_cycles": pipeline.n_cycles, "splits": split_metrics(rows), "cells": rows_as_dicts(rows)}
+    if not report["splits"]:
+        raise MisError("no cell with an observed cycle life could be evaluated")
+    if output:
+        atomic_write_json(output, report)
+    if runtime.json:
+        print_json(report)
+    else:
+        table = [[split, m["cells"], f"{m['fpnn_rmse']:.0f}", f"{m['fpnn_mape']:.1f}", f"{m['variance_rmse']:.0f}",
+                  f"{m['variance_mape']:.1f}"] for split, m in report["splits"].items()]
+        print_table(f"Cycle life from the first {pipeline.n_cycles} cycles",
+                    ["split", "cells", "FPNN RMSE", "FPNN MAPE %", "variance RMSE", "variance MAPE %"], table)
+    for row in failed:
+        stderr.print(f"error: {row.error}", style="red", markup=False, highlight=False)
+    raise typer.Exit(1 if failed else 0)

@@ -51,3 +51,45 @@ def train_segment(
     result = train_segmentation(options, log=log)
     if runtime.json:
         print_json(result)
+
+
+@app.command("battery")
+@reports_errors
+def train_battery(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="Cells with observed cycle life (MIT .npz/.csv, BEEP .json, ...)"),
+    cycles: int = typer.Option(100, "--cycles", "-n", min=4, max=100, help="Use the first N cycles"),
+    split: str = typer.Option("train", help="Train on cells with this split label ('all': every cell)"),
+    out: Path = typer.Option(Path("runs/battery"), "--out", "-o", help="Run folder (member checkpoints, "
+                             "metrics.jsonl, model.safetensors)"),
+    members: int = typer.Option(5, min=1, help="Ensemble size (independently seeded FPNNs, averaged)"),
+    steps: int = typer.Option(400, min=1, help="Training steps per member"),
+    batch: int = typer.Option(8, "--batch", min=1, help="Cells per step"),
+    lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine decay)"),
+    inception_blocks: int = typer.Option(2, "--inception-blocks", min=1, max=4,
+                                         help="Number of InceptionBlocks (FPNN's NOI)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the members' last checkpoints"),
+    half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
+) -> None:
+    """Train an FPNN ensemble and the Severson variance model on the same cells (log cycle-life regression);
+    writes OUT/model.safetensors with both in its card."""
+    from mis.errors import InputError
+    from mis.models.fpnn import FPNNConfig
+    from mis.pipelines.battery.run import read_all
+    from mis.pipelines.battery.train import BatteryTrainOptions
+    from mis.pipelines.battery.train import train_battery as run_training
+
+    runtime = runtime_of(ctx)
+    cells, failures = read_all(data)
+    if failures:
+        raise InputError(failures[0].source, failures[0].error.split(": ", 1)[-1])
+    options = BatteryTrainOptions(
+        out=out, n_cycles=cycles, members=members, steps=steps, batch_size=batch, lr=lr,
+        split=None if split == "all" else split, config=FPNNConfig(num_inception_blocks=inception_blocks),
+        seed=runtime.seed, device=runtime.device if runtime.device != "auto" else "cpu",
+        precision="fp32" if runtime.precision in ("auto", "fp32") else runtime.precision, resume=resume, half=half,
+        progress=not (runtime.quiet or runtime.json))
+    log = (lambda *_: None) if (runtime.quiet or runtime.json) else (lambda text: stdout.print(text, highlight=False))
+    result = run_training(cells, options, log=log)
+    if runtime.json:
+        print_json(result)

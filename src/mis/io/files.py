@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mis.errors import InputError
+from mis.io.battery import is_battery_name
 from mis.io.volume import dir_has_dicom, is_nifti_name, visible_children
 
 _GLOB_CHARS = set("*?[")
@@ -29,6 +30,8 @@ def _expand_dir(folder: Path, kinds: Sequence[str]) -> list[Path]:
     children = visible_children(folder)
     if "nifti" in kinds:
         out.extend(c for c in children if c.is_file() and is_nifti_name(c))
+    if "battery" in kinds:
+        out.extend(c for c in children if c.is_file() and is_battery_name(c))
     if "dicom" in kinds:
         if dir_has_dicom(folder):
             out.append(folder)  # the folder itself is a series
@@ -44,7 +47,7 @@ def _expand_one(arg: str | Path, kinds: Sequence[str]) -> list[Path]:
     if p.is_dir():
         found = _expand_dir(p, kinds)
         if not found:
-            what = " or ".join({"nifti": "NIfTI", "dicom": "DICOM"}.get(k, k) for k in kinds)
+            what = " or ".join({"nifti": "NIfTI", "dicom": "DICOM", "battery": "battery data"}.get(k, k) for k in kinds)
             raise InputError(p, f"empty folder: no {what} files")
         return found
     if p.exists():
@@ -62,7 +65,7 @@ def _expand_one(arg: str | Path, kinds: Sequence[str]) -> list[Path]:
             elif mp.is_dir():
                 out.extend(_expand_dir(mp, kinds))
         if not out:
-            raise InputError(s, "the pattern matches no NIfTI files or DICOM series")
+            raise InputError(s, "the pattern matches no readable input files")
         return out
     raise InputError(p, "no such file or directory")
 

@@ -1,0 +1,428 @@
+"""Battery cycling data: every cycler format to one per-cycle representation.
+
+A :class:`Cell` holds, per cycle, the discharge capacity on a fixed voltage grid, Q_d(V) (the
+"Qdlin" of Severson et al. and BEEP's `cycles_interpolated`), optionally the temperature on the same
+grid, and per-cycle scalars (discharge capacity, charge time). Readers:
+
+- MIT/Severson Q(V) NPZ (`qdlin` [cells, cycles, points], as in ../shared/data/battery) -> many cells;
+- MIT/Severson Qdlin CSV (1000 rows = voltage points 3.5 -> 2.0 V, one column per cycle from cycle 2),
+  with the life read from a sibling `<split>_cycle_lives.csv` when there is one;
+- BEEP structured JSON (`summary` + `cycles_interpolated`);
+- raw Arbin CSV exports (Cycle_Index, Current, Voltage, Discharge_Capacity, ...);
+- raw Maccor text exports (`Rec#  Cyc#  Step  TestTime ... Amps  Volts  State`).
+
+Raw time series are cut into cycles and their discharge segment is interpolated on the voltage grid.
+Imports no torch. Every problem with a file raises InputError naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mis.errors import InputError
+
+# The MIT/Severson convention (also BEEP's default for LFP): 1000 points from 3.5 V down to 2.0 V.
+MIT_VOLTAGE_GRID = np.linspace(3.5, 2.0, 1000)
+MIT_FIRST_CYCLE = 2          # the Qdlin matrices start at cycle 2 (cycle 1 is formation)
+MIT_NOMINAL_CAPACITY = 1.1   # Ah, A123 APR18650M1A
+
+ARBIN_COLUMNS = ("Cycle_Index", "Current", "Voltage", "Discharge_Capacity")
+MACCOR_COLUMNS = ("Cyc#", "Amps", "Volts", "State")
+# Companion files that sit beside cell files and are not cells themselves.
+_COMPANION = re.compile(r".*(_metadata\.csv|_cycle_lives\.csv|si_table9\.csv|provenance\.md)$", re.IGNORECASE)
+
+
+def is_battery_name(path: Path) -> bool:
+    """Cell files a folder expands to: .npz, .csv, .json and Maccor's numbered exports (.000-.999)."""
+    name = Path(path).name
+    if name.startswith(".") or _COMPANION.fullmatch(name):
+        return False
+    suffix = Path(name).suffix.lower()
+    return suffix in (".npz", ".csv", ".json") or bool(re.fullmatch(r"\.\d{3}", suffix))
+
+
+@dataclass
+class Cell:
+    """One cell's per-cycle data.
+
+    voltage: (P,) the grid, descending (charged -> discharged), volts.
+    cycles: (K,) cycle numbers that have a discharge curve, ascending.
+    qd: (K, P) discharge capacity in Ah at each grid voltage (0 at the top of the grid).
+    temperature: (K, P) degC on the same grid, or None when the source has none.
+    capacity: per-cycle discharge capacity {cycle number: Ah}, from curves or the cycler's summary
+      (may cover many more cycles than `cycles`, e.g. a BEEP summary of 1612 cycles).
+    charge_time: {cycle number: seconds} when the source has it.
+    cycle_life: observed life (first cycle below 80 % of nominal) when known, else None.
+    """
+
+    name: str
+    source: str
+    voltage: np.ndarray
+    cycles: np.ndarray
+    qd: np.ndarray
+    temperature: np.ndarray | None = None
+    capacity: dict[int, float] = field(default_factory=dict)
+    charge_time: dict[int, float] = field(default_factory=dict)
+    cycle_life: int | None = None
+    split: str | None = None
+    nominal_capacity: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def curve(self, cycle: int) -> np.ndarray:
+        index = np.searchsorted(self.cycles, cycle)
+        if index >= len(self.cycles) or self.cycles[index] != cycle:
+            raise KeyError(cycle)
+        return self.qd[index]
+
+    @property
+    def last_cycle(self) -> int:
+        return int(self.cycles[-1]) if len(self.cycles) else 0
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+
+def read_cells(path: str | Path) -> list[Cell]:
+    """Read every cell in one file (format chosen by content, not only by suffix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _read_mit_npz(path)
+    if suffix == ".json":
+        return [_read_beep_json(path)]
+    head = _head_lines(path, 3)
+    if any(line.startswith("Rec#") or "\tCyc#\t" in line for line in head):
+        return [_read_maccor(path)]
+    if suffix == ".csv":
+        first = head[0] if head else ""
+        if "Cycle_Index" in first or "Voltage" in first or "Current" in first:
+            return [_read_arbin_csv(path)]
+        return [_read_mit_csv(path)]
+    raise InputError(path, f"unknown battery data format {suffix or '(no suffix)'}; expected an MIT Q(V) .npz/.csv, "
+                     "a BEEP structured .json, an Arbin .csv or a Maccor text export")
+
+
+def _head_lines(path: Path, count: int) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            return [handle.readline() for _ in range(count)]
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+
+
+# ---------------------------------------------------------------------------------------------- MIT layouts
+
+def _read_mit_npz(path: Path) -> list[Cell]:
+    try:
+        data = np.load(path, allow_pickle=False)
+        keys = set(data.files)
+    except Exception as exc:  # zipfile/numpy raise several types for truncated or foreign files
+        raise InputError(path, f"not a readable .npz ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in ("qdlin", "voltage", "cycles") if k not in keys]
+    if missing:
+        raise InputError(path, f"missing array(s) {', '.join(missing)} (expected the MIT Q(V) layout: qdlin "
+                         "[cells, cycles, points], voltage [points], cycles [cycles])")
+    try:
+        qdlin = np.asarray(data["qdlin"], dtype=np.float64)
+        voltage = np.asarray(data["voltage"], dtype=np.float64)
+        cycles = np.asarray(data["cycles"], dtype=np.int64)
+    except Exception as exc:
+        raise InputError(path, f"array data is corrupt ({exc})") from None
+    if qdlin.ndim != 3 or qdlin.shape[1:] != (len(cycles), len(voltage)):
+        raise InputError(path, f"qdlin has shape {qdlin.shape}; expected [cells, {len(cycles)}, {len(voltage)}]")
+    if qdlin.shape[0] == 0:
+        raise InputError(path, "no cells in the file")
+    count = qdlin.shape[0]
+    life = np.asarray(data["cycle_life"]) if "cycle_life" in keys else None
+    split = np.asarray(data["split"]) if "split" in keys else None
+    names = _npz_cell_names(data, keys, count)
+    cells = []
+    for i in range(count):
+        meta = {key: str(data[key][i]) for key in ("barcode", "charging_policy", "batch_date") if key in keys}
+        qd = qdlin[i]
+        cells.append(Cell(
+            name=names[i], source=str(path), voltage=voltage, cycles=cycles, qd=qd,
+            capacity={int(c): float(q[-1]) for c, q in zip(cycles, qd)},
+            cycle_life=int(life[i]) if life is not None else None,
+            split=str(split[i]) if split is not None else None,
+            nominal_capacity=MIT_NOMINAL_CAPACITY, meta=meta))
+    return cells
+
+
+def _npz_cell_names(data, keys: set[str], count: int) -> list[str]:
+    if "split" in keys and "cell_index" in keys:
+        return [f"{data['split'][i]}_cell{int(data['cell_index'][i])}" for i in range(count)]
+    if "barcode" in keys:
+        return [str(b) for b in data["barcode"]]
+    return [f"cell{i + 1}" for i in range(count)]
+
+
+def _read_mit_csv(path: Path) -> Cell:
+    try:
+        matrix = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise InputError(path, f"not a numeric Q(V) matrix and no Arbin header ({str(exc).splitlines()[0]})") from None
+    if matrix.size == 0:
+        raise InputError(path, "file has no data rows")
+    if matrix.shape[0] != len(MIT_VOLTAGE_GRID):
+        raise InputError(path, f"Q(V) matrix has {matrix.shape[0]} rows; the MIT layout has "
+                         f"{len(MIT_VOLTAGE_GRID)} (voltage points 3.5 -> 2.0 V), one column per cycle")
+    qd = matrix.T
+    cycles = np.arange(MIT_FIRST_CYCLE, MIT_FIRST_CYCLE + qd.shape[0])
+    split, index = _mit_split_and_index(path.stem)
+    return Cell(name=path.stem, source=str(path), voltage=MIT_VOLTAGE_GRID.copy(), cycles=cycles, qd=qd,
+                capacity={int(c): float(q[-1]) for c, q in zip(cycles, qd)},
+                cycle_life=_sibling_cycle_life(path, split, index), split=split,
+                nominal_capacity=MIT_NOMINAL_CAPACITY)
+
+
+def _mit_split_and_index(stem: str) -> tuple[str | None, int | None]:
+    """`train_cell12` / `test1_cell3` (the revisit-severson names, flattened) -> ("train", 12)."""
+    match = re.fullmatch(r"(?:(\w+?)_)?cell(\d+)", stem)
+    if not match:
+        return None, None
+    return match.group(1), int(match.group(2))
+
+
+def _sibling_cycle_life(path: Path, split: str | None, index: int | None) -> int | None:
+    """The life of cell i is line i of `<split>_cycle_lives.csv` (here or in ../cycle_lives/)."""
+    if split is None or index is None:
+        return None
+    for candidate in (path.parent / f"{split}_cycle_lives.csv",
+                      path.parent.parent / "cycle_lives" / f"{split}_cycle_lives.csv"):
+        if candidate.is_file():
+            lines = [line.strip() for line in candidate.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            if 1 <= index <= len(lines):
+                try:
+                    return int(round(float(lines[index - 1])))
+                except ValueError:
+                    raise InputError(candidate, f"line {index} is not a cycle life: {lines[index - 1]!r}") from None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- BEEP JSON
+
+def _read_beep_json(path: Path) -> Cell:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or "summary" not in document:
+        raise InputError(path, "not a BEEP structured file (no 'summary')")
+    summary = document.get("summary") or {}
+    for column in ("cycle_index", "discharge_capacity"):
+        if column not in summary:
+            raise InputError(path, f"BEEP summary has no '{column}' column")
+    cycle_index = np.asarray(summary["cycle_index"], dtype=np.float64)
+    discharge = np.asarray(summary["discharge_capacity"], dtype=np.float64)
+    if len(cycle_index) != len(discharge):
+        raise InputError(path, "BEEP summary columns have different lengths")
+    capacity = {int(c): float(q) for c, q in zip(cycle_index, discharge) if np.isfinite(c) and np.isfinite(q)}
+    charge_time = {}
+    if "charge_duration" in summary:
+        charge_time = {int(c): float(t) for c, t in zip(cycle_index, summary["charge_duration"])
+                       if t is not None and np.isfinite(t)}
+    parameters = document.get("structuring_parameters") or {}
+    nominal = parameters.get("nominal_capacity")
+    voltage, cycles, qd, temperature = _beep_discharge_curves(path, document.get("cycles_interpolated") or {},
+                                                              parameters)
+    return Cell(name=path.stem, source=str(path), voltage=voltage, cycles=cycles, qd=qd, temperature=temperature,
+                capacity=capacity, charge_time=charge_time, nominal_capacity=float(nominal) if nominal else None,
+                meta={"barcode": str(document.get("barcode", "")), "protocol": str(document.get("protocol", ""))})
+
+
+def _beep_discharge_curves(path: Path, table: dict, parameters: dict):
+    """`cycles_interpolated` rows (one per voltage point and cycle) -> Q_d(V) per cycle."""
+    v_range = parameters.get("v_range") or [float(MIT_VOLTAGE_GRID[-1]), float(MIT_VOLTAGE_GRID[0])]
+    resolution = int(parameters.get("resolution") or len(MIT_VOLTAGE_GRID))
+    grid = np.linspace(float(max(v_range)), float(min(v_range)), resolution)
+    empty = (grid, np.zeros(0, dtype=np.int64), np.zeros((0, resolution)), None)
+    if not table or "voltage" not in table or "discharge_capacity" not in table or "cycle_index" not in table:
+        return empty
+    columns = {key: np.asarray(table[key]) for key in ("voltage", "discharge_capacity", "cycle_index")}
+    steps = np.asarray(table.get("step_type", ["discharge"] * len(columns["voltage"])))
+    temps = np.asarray(table["temperature"], dtype=np.float64) if "temperature" in table else None
+    keep = steps == "discharge"
+    cycles, curves, temp_curves = [], [], []
+    for cycle in np.unique(columns["cycle_index"][keep]):
+        rows = keep & (columns["cycle_index"] == cycle)
+        volts = columns["voltage"][rows].astype(np.float64)
+        charge = columns["discharge_capacity"][rows].astype(np.float64)
+        if rows.sum() < 10 or not np.isfinite(charge).any():
+            continue  # BEEP leaves NaN rows for incomplete cycles (e.g. the last one)
+        cycles.append(int(cycle))
+        curves.append(_on_grid(volts, charge, grid))
+        if temps is not None:
+            temp_curves.append(_on_grid(volts, temps[rows], grid))
+    if not cycles:
+        return empty
+    order = np.argsort(cycles)
+    temperature = np.asarray(temp_curves)[order] if temps is not None else None
+    return grid, np.asarray(cycles, dtype=np.int64)[order], np.asarray(curves)[order], temperature
+
+
+# ---------------------------------------------------------------------------------------------- raw cyclers
+
+@dataclass
+class _TimeSeries:
+    cycle: np.ndarray
+    current: np.ndarray      # A, discharge negative
+    voltage: np.ndarray
+    discharge_q: np.ndarray  # Ah, cumulative within the discharge step
+    time: np.ndarray | None
+    temperature: np.ndarray | None
+
+
+def _read_arbin_csv(path: Path) -> Cell:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in ARBIN_COLUMNS if c not in header]
+        if missing:
+            raise InputError(path, f"Arbin CSV is missing column(s) {', '.join(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise InputError(path, "Arbin CSV has a header but no data rows")
+    series = _TimeSeries(
+        cycle=_column(path, rows, "Cycle_Index"), current=_column(path, rows, "Current"),
+        voltage=_column(path, rows, "Voltage"), discharge_q=_column(path, rows, "Discharge_Capacity"),
+        time=_column(path, rows, "Test_Time") if "Test_Time" in header else None,
+        temperature=_column(path, rows, "Temperature") if "Temperature" in header else None)
+    meta = _arbin_metadata(path)
+    if np.isnan(series.cycle).all():  # e.g. contact tests logged without a cycle counter
+        series.cycle = np.ones_like(series.cycle)
+        meta["cycle_index"] = "column empty: all rows taken as cycle 1"
+    return _cell_from_series(path, series, meta)
+
+
+def _arbin_metadata(path: Path) -> dict[str, str]:
+    sibling = path.with_name(path.stem + "_Metadata.csv")
+    if not sibling.is_file():
+        return {}
+    with open(sibling, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {"barcode": rows[0].get("item_id", ""), "protocol": rows[0].get("schedule_file_name", "")}
+
+
+def _column(path: Path, rows: list[dict], name: str) -> np.ndarray:
+    values = np.empty(len(rows))
+    for i, row in enumerate(rows):
+        text = (row.get(name) or "").strip()
+        try:
+            values[i] = float(text) if text else np.nan
+        except ValueError:
+            raise InputError(path, f"row {i + 2}: column {name} is not a number ({text!r})") from None
+    return values
+
+
+def _read_maccor(path: Path) -> Cell:
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    header_at = next((i for i, line in enumerate(lines[:5]) if line.startswith("Rec#")), None)
+    if header_at is None:
+        raise InputError(path, "Maccor export has no 'Rec#' header line")
+    header = [h.strip() for h in lines[header_at].split("\t")]
+    missing = [c for c in MACCOR_COLUMNS if c not in header]
+    if missing:
+        raise InputError(path, f"Maccor export is missing column(s) {', '.join(missing)}")
+    rows = [line.split("\t") for line in lines[header_at + 1:] if line.strip()]
+    if not rows:
+        raise InputError(path, "Maccor export has a header but no data rows")
+    col = {name: header.index(name) for name in header}
+
+    def numbers(name: str) -> np.ndarray:
+        out = np.empty(len(rows))
+        for i, row in enumerate(rows):
+            try:
+                out[i] = float(row[col[name]])
+            except (ValueError, IndexError):
+                raise InputError(path, f"data line {i + 1}: column {name} is not a number") from None
+        return out
+
+    state = np.asarray([row[col["State"]].strip() if len(row) > col["State"] else "" for row in rows])
+    amps = numbers("Amps")
+    current = np.where(state == "D", -np.abs(amps), amps)  # Maccor logs magnitudes; the state says the sign
+    capacity_column = "Amp-hr" if "Amp-hr" in col else None
+    discharge_q = numbers(capacity_column) if capacity_column else np.zeros(len(rows))
+    discharge_q = np.where(state == "D", discharge_q, 0.0)
+    series = _TimeSeries(cycle=numbers("Cyc#"), current=current, voltage=numbers("Volts"), discharge_q=discharge_q,
+                         time=_maccor_seconds(path, rows, col.get("TestTime")),
+                         temperature=numbers("Temp 1") if "Temp 1" in col else None)
+    return _cell_from_series(path, series, {})
+
+
+def _maccor_seconds(path: Path, rows: list[list[str]], index: int | None) -> np.ndarray | None:
+    """`  0d 00:00:01.0000` -> seconds."""
+    if index is None:
+        return None
+    out = np.empty(len(rows))
+    for i, row in enumerate(rows):
+        match = re.fullmatch(r"\s*(\d+)d\s+(\d+):(\d+):([\d.]+)\s*", row[index] if len(row) > index else "")
+        if not match:
+            return None
+        days, hours, minutes, seconds = match.groups()
+        out[i] = int(days) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return out
+
+
+# Part of the grid a discharge must cover to count as a full curve (a cycle cut short is skipped).
+MIN_GRID_COVERAGE = 0.9
+
+
+def _cell_from_series(path: Path, series: _TimeSeries, meta: dict[str, str],
+                      grid: np.ndarray = MIT_VOLTAGE_GRID) -> Cell:
+    """Cut a raw time series into cycles; interpolate each discharge segment on the voltage grid."""
+    finite = np.isfinite(series.cycle) & np.isfinite(series.voltage) & np.isfinite(series.current)
+    if not finite.any():
+        raise InputError(path, "no rows with finite cycle index, current and voltage")
+    cycles, curves, temps, capacity, charge_time = [], [], [], {}, {}
+    span = grid.max() - grid.min()
+    for cycle in np.unique(series.cycle[finite]):
+        rows = finite & (series.cycle == cycle)
+        discharging = rows & (series.current < 0)
+        charging = rows & (series.current > 0)
+        if series.time is not None and charging.sum() > 1:
+            charge_time[int(cycle)] = float(series.time[charging].max() - series.time[charging].min())
+        if discharging.sum() < 10:
+            continue
+        volts, charge = series.voltage[discharging], series.discharge_q[discharging]
+        capacity[int(cycle)] = float(np.nanmax(charge))
+        covered = (min(volts.max(), grid.max()) - max(volts.min(), grid.min())) / span
+        if covered < MIN_GRID_COVERAGE:
+            continue
+        cycles.append(int(cycle))
+        curves.append(_on_grid(volts, charge, grid))
+        if series.temperature is not None:
+            temps.append(_on_grid(volts, series.temperature[discharging], grid))
+    cycles_array = np.asarray(cycles, dtype=np.int64)
+    qd = np.asarray(curves).reshape(len(cycles), len(grid))
+    temperature = np.asarray(temps).reshape(len(cycles), len(grid)) if series.temperature is not None else None
+    return Cell(name=path.stem, source=str(path), voltage=grid.copy(), cycles=cycles_array, qd=qd,
+                temperature=temperature, capacity=capacity, charge_time=charge_time, meta=meta)
+
+
+def _on_grid(volts: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Interpolate values measured along a (noisy, falling) discharge voltage onto the grid.
+
+    The voltage is made monotone (running minimum) so relaxation noise does not fold the curve;
+    values outside the measured range are held at the nearest measured value.
+    """
+    keep = np.isfinite(volts) & np.isfinite(values)
+    volts, values = volts[keep], values[keep]
+    if len(volts) < 2:
+        return np.full(len(grid), np.nan)
+    monotone = np.minimum.accumulate(volts)
+    order = np.argsort(monotone, kind="stable")
+    x, y = monotone[order], values[order]
+    x, first = np.unique(x, return_index=True)
+    return np.interp(grid, x, y[first])

@@ -1,0 +1,1 @@
+"""Early prediction of battery cycle life (FPNN + the Severson variance model)."""

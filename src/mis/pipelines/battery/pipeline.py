@@ -1,0 +1,86 @@
+"""BatteryLifePipeline: model arrays -> predicted cycle life (FPNN ensemble and variance model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mis.checkpoints import load_checkpoint
+from mis.errors import CheckpointError, InputError
+from mis.io.battery import Cell
+from mis.pipelines.battery.baseline import VarianceModel
+from mis.pipelines.battery.preprocess import Normalizer, cell_arrays
+from mis.runtime.config import RuntimeConfig
+from mis.runtime.device import resolve_device
+
+TASK = "battery_life"
+
+
+@dataclass
+class CellPrediction:
+    name: str
+    source: str
+    fpnn: float | None = None          # predicted cycle life
+    variance: float | None = None      # the Severson variance model's prediction
+    observed: int | None = None        # the observed life when the data has it
+    split: str | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class BatteryLifePipeline:
+    """`pipeline(curves, summary)` -> (FPNN life [M], variance-model life [M]), in cycles."""
+
+    def __init__(self, model: torch.nn.Module, card: dict, device: torch.device | str = "cpu"):
+        if card.get("task") != TASK:
+            raise CheckpointError(f"checkpoint is for task {card.get('task')!r}, not {TASK}")
+        self.card = card
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        pre = card["preprocessing"]
+        self.n_cycles = int(pre["n_cycles"])
+        grid = pre["voltage_grid"]
+        self.voltage = np.linspace(grid["start"], grid["stop"], int(grid["points"]))
+        self.normalizer = Normalizer.from_dict(pre["normalizer"])
+        self.baseline = VarianceModel.from_dict(card["extra"]["baseline"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None) -> "BatteryLifePipeline":
+        model, card = load_checkpoint(path)
+        device = resolve_device(runtime.device if runtime else "cpu")
+        return cls(model, card, device)
+
+    @torch.no_grad()
+    def __call__(self, curves: np.ndarray, summary: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        """curves [M, C, T, P] and summary [M, S] (raw, as from `cell_arrays`) -> lives [M], [M]."""
+        outputs = []
+        for start in range(0, len(curves), batch_size):
+            part = slice(start, start + batch_size)
+            x = torch.from_numpy(self.normalizer.curves(curves[part])).to(self.device)
+            s = torch.from_numpy(self.normalizer.summary(summary[part])).to(self.device)
+            outputs.append(self.model(x, s).float().cpu().numpy())
+        standardised = np.concatenate(outputs) if outputs else np.zeros(0)
+        return self.normalizer.life(standardised), self.baseline.predict(np.asarray(summary)[:, 0])
+
+    def predict_cells(self, cells: list[Cell]) -> list[CellPrediction]:
+        """Every cell gets a row; a cell that cannot be used gets its error and the rest go on."""
+        rows, usable, curves, summaries = [], [], [], []
+        for cell in cells:
+            row = CellPrediction(cell.name, cell.source, observed=cell.cycle_life, split=cell.split)
+            try:
+                cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage)
+            except InputError as exc:
+                row.error = str(exc)
+            else:
+                row.warnings = warnings
+                usable.append(len(rows))
+                curves.append(cell_curves)
+                summaries.append(summary)
+            rows.append(row)
+        if usable:
+            fpnn, variance = self(np.stack(curves), np.stack(summaries))
+            for index, life, base in zip(usable, fpnn, variance):
+                rows[index].fpnn, rows[index].variance = float(life), float(base)
+        return rows

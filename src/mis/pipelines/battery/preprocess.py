@@ -1,0 +1,98 @@
+"""Cells -> model arrays, and the normalisation stored in the checkpoint card (numpy only)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mis.io.battery import Cell
+from mis.pipelines.battery.features import cell_window, curves, summary_features, with_grid
+
+
+@dataclass
+class BatteryArrays:
+    """Model inputs for M cells: curves [M, 3, T, P] float32, summary [M, S] float64."""
+
+    names: list[str]
+    sources: list[str]
+    curves: np.ndarray
+    summary: np.ndarray
+    life: np.ndarray               # [M] float, NaN when unknown
+    splits: list[str | None]
+    warnings: list[str] = field(default_factory=list)
+
+    def subset(self, mask: np.ndarray) -> "BatteryArrays":
+        index = np.flatnonzero(mask)
+        return BatteryArrays([self.names[i] for i in index], [self.sources[i] for i in index], self.curves[index],
+                             self.summary[index], self.life[index], [self.splits[i] for i in index], self.warnings)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def cell_arrays(cell: Cell, n_cycles: int, voltage: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One cell -> (curves [3, T, P], summary [S], warnings). Raises InputError for unusable cells."""
+    window = cell_window(with_grid(cell, voltage), n_cycles, voltage)
+    return curves(window, voltage, n_cycles), summary_features(window, n_cycles), window.warnings
+
+
+def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray) -> BatteryArrays:
+    """Every cell must be usable (training/evaluation); prediction handles cells one by one instead."""
+    parts = [cell_arrays(cell, n_cycles, voltage) for cell in cells]
+    return BatteryArrays(
+        names=[c.name for c in cells], sources=[c.source for c in cells],
+        curves=np.stack([p[0] for p in parts]), summary=np.stack([p[1] for p in parts]),
+        life=np.array([np.nan if c.cycle_life is None else c.cycle_life for c in cells], dtype=np.float64),
+        splits=[c.split for c in cells], warnings=[w for p in parts for w in p[2]])
+
+
+@dataclass
+class Normalizer:
+    """Per-channel curve statistics, summary statistics and clip range, log10-life statistics.
+
+    Summary features are clipped to the training range widened by a quarter of it on each side:
+    a linear model on an out-of-range feature (e.g. a cell far outside the training chemistry or
+    a new glitch) would otherwise extrapolate to absurd lives.
+    """
+
+    channel_mean: list[float]
+    channel_std: list[float]
+    summary_mean: list[float]
+    summary_std: list[float]
+    summary_low: list[float]
+    summary_high: list[float]
+    target_mean: float
+    target_std: float
+
+    @classmethod
+    def fit(cls, arrays: BatteryArrays) -> "Normalizer":
+        channels = arrays.curves.transpose(1, 0, 2, 3).reshape(arrays.curves.shape[1], -1).astype(np.float64)
+        low, high = arrays.summary.min(0), arrays.summary.max(0)
+        margin = 0.25 * (high - low)
+        target = np.log10(arrays.life)
+        return cls(channel_mean=channels.mean(1).tolist(), channel_std=(channels.std(1) + 1e-12).tolist(),
+                   summary_mean=arrays.summary.mean(0).tolist(), summary_std=(arrays.summary.std(0) + 1e-12).tolist(),
+                   summary_low=(low - margin).tolist(), summary_high=(high + margin).tolist(),
+                   target_mean=float(target.mean()), target_std=float(target.std() + 1e-12))
+
+    def curves(self, curves: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.channel_mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.channel_std, dtype=np.float32)[:, None, None]
+        return ((curves - mean) / std).astype(np.float32)
+
+    def summary(self, summary: np.ndarray) -> np.ndarray:
+        clipped = np.clip(summary, self.summary_low, self.summary_high)
+        return ((clipped - np.asarray(self.summary_mean)) / np.asarray(self.summary_std)).astype(np.float32)
+
+    def target(self, life: np.ndarray) -> np.ndarray:
+        return ((np.log10(life) - self.target_mean) / self.target_std).astype(np.float32)
+
+    def life(self, standardised: np.ndarray) -> np.ndarray:
+        return 10.0 ** (np.asarray(standardised, dtype=np.float64) * self.target_std + self.target_mean)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normalizer":
+        return cls(**data)

@@ -1,0 +1,143 @@
+"""Battery readers and features: real MIT/BEEP files from ../shared/data, synthetic raw cycler files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from mis.errors import InputError
+from mis.io.battery import MIT_VOLTAGE_GRID, read_cells
+from mis.pipelines.battery.features import cell_window, curves, dq_dv, reference_cycle, summary_features
+from mis.pipelines.battery.synthetic import as_npz_arrays, synthetic_cell, synthetic_cells
+
+MIT_NPZ = "battery/mit_severson_qdlin_train_test1_cycles2-100.npz"
+KNOWN_GLITCHES = {("train_cell2", 12), ("train_cell9", 13), ("train_cell16", 73),
+                  ("test1_cell1", 12), ("test1_cell3", 12), ("test1_cell9", 13)}
+
+
+def write_arbin(cell, path, points: int = 400) -> None:
+    """A raw Arbin-style export of `cell`: per cycle a CC charge, then a discharge along its Q(V) curve."""
+    rows, time = [], 0.0
+    for cycle, curve in zip(cell.cycles, cell.qd):
+        for i in range(20):  # charge
+            time += 30
+            rows.append((time, cycle, 4.4, 3.3 + 0.01 * i, 0.0, 30.0))
+        volts = np.linspace(3.52, 1.99, points)
+        charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
+        for v, q in zip(volts, charge):
+            time += 5
+            rows.append((time, cycle, -4.4, v, q, 31.0))
+    with open(path, "w") as handle:
+        handle.write("Data_Point,Test_Time,Cycle_Index,Current,Voltage,Discharge_Capacity,Temperature\n")
+        for i, (t, c, a, v, q, temp) in enumerate(rows):
+            handle.write(f"{i},{t},{c},{a},{v},{q},{temp}\n")
+
+
+def write_maccor(cell, path, points: int = 400) -> None:
+    lines = ["Today's Date 01/01/2026  Date of Test:\t01/01/2026\t Filename:\tx\tProcedure:\tsynthetic",
+             "Rec#\tCyc#\tStep\tTestTime\tStepTime\tAmp-hr\tWatt-hr\tAmps\tVolts\tState\tES\tDPt Time"]
+    record, seconds = 1, 0
+    for cycle, curve in zip(cell.cycles, cell.qd):
+        for i in range(10):
+            seconds += 30
+            lines.append(f"{record}\t{cycle}\t1\t  0d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.0000"
+                         f"\t  0d 00:00:00.0000\t{0.01 * i:.6f}\t0\t4.4\t{3.3 + 0.01 * i:.5f}\tC\t0\tx")
+            record += 1
+        volts = np.linspace(3.52, 1.99, points)
+        charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
+        for v, q in zip(volts, charge):
+            seconds += 5
+            lines.append(f"{record}\t{cycle}\t2\t  0d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.0000"
+                         f"\t  0d 00:00:00.0000\t{q:.7f}\t0\t4.4\t{v:.6f}\tD\t0\tx")
+            record += 1
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_mit_npz_reads_the_severson_split_and_repairs_the_six_known_glitches():
+    cells = read_cells(shared_file(MIT_NPZ))
+    assert len(cells) == 84
+    assert sum(c.split == "train" for c in cells) == 41 and sum(c.split == "test1" for c in cells) == 43
+    found = set()
+    for cell in cells:
+        window = cell_window(cell, 100, cell.voltage)
+        assert np.abs(window.qd).max() < 1.3
+        for warning in window.warnings:
+            cycle = int(warning.split("cycle ")[1].split()[0])
+            found.add((cell.name, cycle))
+    assert found == KNOWN_GLITCHES
+
+
+def test_mit_csv_matches_the_npz_and_takes_its_life_from_the_sibling_file():
+    csv_cell = read_cells(shared_file("battery/revisit_severson_raw/train_cell1.csv"))[0]
+    npz_cell = next(c for c in read_cells(shared_file(MIT_NPZ)) if c.name == "train_cell1")
+    assert csv_cell.cycle_life == npz_cell.cycle_life == 2160
+    np.testing.assert_allclose(csv_cell.qd, npz_cell.qd, atol=1e-6)
+    np.testing.assert_array_equal(csv_cell.cycles, np.arange(2, 101))
+
+
+def test_real_beep_and_cycler_files_parse():
+    folder = "battery/beep_test_files/"
+    trajectory = read_cells(shared_file(folder + "PreDiag_000233_00021F_truncated_structure.json"))[0]
+    assert len(trajectory.capacity) == 1612 and len(trajectory.cycles) == 0  # summary only, no Q(V)
+    short = read_cells(shared_file(folder + "PredictionDiagnostics_000107_0001B9_structure_short.json"))[0]
+    assert short.nominal_capacity == pytest.approx(4.84)
+    arbin = read_cells(shared_file(folder + "FastCharge_000025_CH8.csv"))[0]
+    assert arbin.meta["barcode"] == "EL150800453116"
+    read_cells(shared_file(folder + "maccor_test_file_4267-66-6519.041"))
+    with pytest.raises(InputError, match="no complete discharge curves"):
+        cell_window(trajectory, 100, MIT_VOLTAGE_GRID)
+
+
+@pytest.mark.parametrize("writer, suffix", [(write_arbin, ".csv"), (write_maccor, ".041")])
+def test_raw_cycler_exports_round_trip_to_the_same_curves(tmp_path, writer, suffix):
+    cell = synthetic_cell(3, n_cycles=12)
+    path = tmp_path / f"cell{suffix}"
+    writer(cell, path)
+    back = read_cells(path)[0]
+    np.testing.assert_array_equal(back.cycles, cell.cycles)
+    np.testing.assert_allclose(back.qd, cell.qd, atol=3e-3)
+    assert back.capacity[5] == pytest.approx(cell.qd[3, -1], abs=3e-3)
+
+
+def test_features_follow_the_documented_definitions():
+    cell = synthetic_cell(1)
+    window = cell_window(cell, 100, cell.voltage)
+    x = curves(window, cell.voltage, 100)
+    assert x.shape == (3, 99, 1000) and x.dtype == np.float32
+    delta = cell.curve(100) - cell.curve(reference_cycle(100))
+    assert reference_cycle(100) == 10 and reference_cycle(40) == 4 and reference_cycle(10) == 2
+    np.testing.assert_allclose(x[1, -1], delta, atol=1e-6)
+    assert summary_features(window, 100)[0] == pytest.approx(np.log10(np.var(delta)))
+    # dQ/dV of a linear Q(V) is its slope
+    linear = np.tile(2.0 * (3.5 - MIT_VOLTAGE_GRID), (2, 1))
+    np.testing.assert_allclose(dq_dv(linear, MIT_VOLTAGE_GRID)[:, 20:-20], 2.0, rtol=1e-6)
+
+
+def test_bad_inputs_get_one_clear_error(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_cells(empty)
+    arbin = tmp_path / "arbin.csv"
+    arbin.write_text("Data_Point,Cycle_Index,Current,Discharge_Capacity\n0,1,1.0,0.0\n")
+    with pytest.raises(InputError, match="missing column.*Voltage"):
+        read_cells(arbin)
+    truncated = tmp_path / "cells.npz"
+    buffer = tmp_path / "full.npz"
+    np.savez(buffer, **as_npz_arrays(synthetic_cells(2, n_cycles=12)))
+    truncated.write_bytes(buffer.read_bytes()[:2000])
+    with pytest.raises(InputError, match="npz"):
+        read_cells(truncated)
+    short = synthetic_cell(0, n_cycles=30)
+    with pytest.raises(InputError, match="needs the first 40 cycles"):
+        cell_window(short, 40, short.voltage)
+    with_nan = synthetic_cell(0, n_cycles=20)
+    with_nan.qd[5, 100] = np.nan
+    with pytest.raises(InputError, match="NaN values .* cycle\\(s\\) 7"):
+        cell_window(with_nan, 20, with_nan.voltage)
+    beep = tmp_path / "beep.json"
+    beep.write_text(json.dumps({"summary": {"cycle_index": [1, 2]}}))
+    with pytest.raises(InputError, match="discharge_capacity"):
+        read_cells(beep)
