@@ -10,49 +10,12 @@ from conftest import shared_file
 from mis.errors import InputError
 from mis.io.battery import MIT_VOLTAGE_GRID, read_cells
 from mis.pipelines.battery.features import cell_window, curves, dq_dv, reference_cycle, summary_features
-from mis.pipelines.battery.synthetic import as_npz_arrays, synthetic_cell, synthetic_cells
+from mis.pipelines.battery.synthetic import (as_npz_arrays, synthetic_cell, synthetic_cells, write_arbin_csv,
+                                            write_maccor_text)
 
 MIT_NPZ = "battery/mit_severson_qdlin_train_test1_cycles2-100.npz"
 KNOWN_GLITCHES = {("train_cell2", 12), ("train_cell9", 13), ("train_cell16", 73),
                   ("test1_cell1", 12), ("test1_cell3", 12), ("test1_cell9", 13)}
-
-
-def write_arbin(cell, path, points: int = 400) -> None:
-    """A raw Arbin-style export of `cell`: per cycle a CC charge, then a discharge along its Q(V) curve."""
-    rows, time = [], 0.0
-    for cycle, curve in zip(cell.cycles, cell.qd):
-        for i in range(20):  # charge
-            time += 30
-            rows.append((time, cycle, 4.4, 3.3 + 0.01 * i, 0.0, 30.0))
-        volts = np.linspace(3.52, 1.99, points)
-        charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
-        for v, q in zip(volts, charge):
-            time += 5
-            rows.append((time, cycle, -4.4, v, q, 31.0))
-    with open(path, "w") as handle:
-        handle.write("Data_Point,Test_Time,Cycle_Index,Current,Voltage,Discharge_Capacity,Temperature\n")
-        for i, (t, c, a, v, q, temp) in enumerate(rows):
-            handle.write(f"{i},{t},{c},{a},{v},{q},{temp}\n")
-
-
-def write_maccor(cell, path, points: int = 400) -> None:
-    lines = ["Today's Date 01/01/2026  Date of Test:\t01/01/2026\t Filename:\tx\tProcedure:\tsynthetic",
-             "Rec#\tCyc#\tStep\tTestTime\tStepTime\tAmp-hr\tWatt-hr\tAmps\tVolts\tState\tES\tDPt Time"]
-    record, seconds = 1, 0
-    for cycle, curve in zip(cell.cycles, cell.qd):
-        for i in range(10):
-            seconds += 30
-            lines.append(f"{record}\t{cycle}\t1\t  0d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.0000"
-                         f"\t  0d 00:00:00.0000\t{0.01 * i:.6f}\t0\t4.4\t{3.3 + 0.01 * i:.5f}\tC\t0\tx")
-            record += 1
-        volts = np.linspace(3.52, 1.99, points)
-        charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
-        for v, q in zip(volts, charge):
-            seconds += 5
-            lines.append(f"{record}\t{cycle}\t2\t  0d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.0000"
-                         f"\t  0d 00:00:00.0000\t{q:.7f}\t0\t4.4\t{v:.6f}\tD\t0\tx")
-            record += 1
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_mit_npz_reads_the_severson_split_and_repairs_the_six_known_glitches():
@@ -90,7 +53,7 @@ def test_real_beep_and_cycler_files_parse():
         cell_window(trajectory, 100, MIT_VOLTAGE_GRID)
 
 
-@pytest.mark.parametrize("writer, suffix", [(write_arbin, ".csv"), (write_maccor, ".041")])
+@pytest.mark.parametrize("writer, suffix", [(write_arbin_csv, ".csv"), (write_maccor_text, ".041")])
 def test_raw_cycler_exports_round_trip_to_the_same_curves(tmp_path, writer, suffix):
     cell = synthetic_cell(3, n_cycles=12)
     path = tmp_path / f"cell{suffix}"
@@ -105,10 +68,11 @@ def test_features_follow_the_documented_definitions():
     cell = synthetic_cell(1)
     window = cell_window(cell, 100, cell.voltage)
     x = curves(window, cell.voltage, 100)
-    assert x.shape == (3, 99, 1000) and x.dtype == np.float32
+    assert x.shape == (3, 99, 250) and x.dtype == np.float32
     delta = cell.curve(100) - cell.curve(reference_cycle(100))
     assert reference_cycle(100) == 10 and reference_cycle(40) == 4 and reference_cycle(10) == 2
-    np.testing.assert_allclose(x[1, -1], delta, atol=1e-6)
+    np.testing.assert_allclose(x[1, -1], delta.reshape(250, 4).mean(1), atol=1e-6)  # 4-point bins
+    np.testing.assert_allclose(curves(window, cell.voltage, 100, points=1000)[1, -1], delta, atol=1e-6)
     assert summary_features(window, 100)[0] == pytest.approx(np.log10(np.var(delta)))
     # dQ/dV of a linear Q(V) is its slope
     linear = np.tile(2.0 * (3.5 - MIT_VOLTAGE_GRID), (2, 1))

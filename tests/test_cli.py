@@ -142,5 +142,5 @@ def test_evaluate_segment(tiny_ct_checkpoint, phantom_file, tmp_path):
     shutil.copy(phantom_file.with_name("case1_labels.nii.gz"), pred_dir / "case1_seg.nii.gz")
     result = invoke("--json", "evaluate", "segment", "--pred", pred_dir, "--ref", ref_dir)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert all(abs(v["dice"] - 1.0) < 1e-6 for v in report["mean"].values())

@@ -23,6 +23,8 @@ _LAZY = {
     "read_volume": "mis.io.volume",
     "write_nifti": "mis.io.nifti",
     "make_phantom": "mis.pipelines.ct_segmentation.phantom",
+    "BatteryLifePipeline": "mis.pipelines.battery.pipeline",
+    "read_cells": "mis.io.battery",
 }
 
 __all__ = ["__version__", "default_checkpoint", *_LAZY]

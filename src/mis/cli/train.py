@@ -63,7 +63,7 @@ def train_battery(
     out: Path = typer.Option(Path("runs/battery"), "--out", "-o", help="Run folder (member checkpoints, "
                              "metrics.jsonl, model.safetensors)"),
     members: int = typer.Option(5, min=1, help="Ensemble size (independently seeded FPNNs, averaged)"),
-    steps: int = typer.Option(400, min=1, help="Training steps per member"),
+    steps: int = typer.Option(300, min=1, help="Training steps per member"),
     batch: int = typer.Option(8, "--batch", min=1, help="Cells per step"),
     lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine decay)"),
     inception_blocks: int = typer.Option(2, "--inception-blocks", min=1, max=4,

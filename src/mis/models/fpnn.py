@@ -4,11 +4,11 @@ The paper (arXiv 2401.16102) combines InceptionBlocks, a 3-D CNN over "video-lik
 2-D CNN and a dual-stream network, with an adjustable number of InceptionBlocks (NOI). No public code
 exists, so the layer names here are ours; the structure follows the paper's description:
 
-- video_stream: each cycle's curves (Q, dQ, dQ/dV on the voltage grid) are averaged down to
-  frame_size^2 points (256 by default: 1000 points oversample these smooth curves) and become
-  frame_size x frame_size frames; pairs of cycles are averaged (time_pool), and the frames form a
-  clip [C, T', S, S]; a 3-D stem and NOI InceptionBlocks (1x1x1 | 3x3x3 | two 3x3x3 | pool + 1x1x1
-  branches), each followed by pooling. The reduction keeps 100 cells under a second on a CPU.
+- video_stream: each cycle's curves (Q, dQ, dQ/dV on 250 voltage points, zero-padded to 256)
+  become 16 x 16 frames; groups of 4 cycles are averaged (time_pool), and the frames form a clip
+  [C, T', 16, 16]; a 3-D stem and NOI InceptionBlocks (1x1x1 | 3x3x3 | two 3x3x3 | pool + 1x1x1
+  branches), each followed by pooling. These reductions keep 100 cells under a second on a CPU
+  (the curves are smooth: 250 points and 4-cycle averages lose little).
 - matrix_stream: a 2-D CNN over the same data as a cycles x voltage-points image [C, T, P] (keeps the
   voltage neighbourhood that the frame reshape breaks).
 - summary path (the second of the dual streams): per-cell scalars (log variance of dQ, capacity
@@ -30,9 +30,9 @@ from torch import nn
 @dataclass(frozen=True, kw_only=True)
 class FPNNConfig:
     in_channels: int = 3          # Q(V), dQ(V), dQ/dV
-    n_points: int = 1000          # voltage grid points
-    frame_size: int = 16          # the curve is averaged down to frame_size^2 points per frame
-    time_pool: int = 2            # cycles averaged per frame (the clip has ceil(T / time_pool) frames)
+    n_points: int = 250           # voltage points per curve (the 1000-point grid averaged in 4s)
+    frame_size: int = 16          # frames are frame_size^2 points (curves padded or averaged to fit)
+    time_pool: int = 4            # cycles averaged per frame (the clip has ceil(T / time_pool) frames)
     summary_features: int = 6
     channels: int = 8             # width of the 3-D stream; the 2-D stream uses the same
     num_inception_blocks: int = 2  # NOI
@@ -87,7 +87,7 @@ class VideoStream(nn.Module):
         c = config.channels
         self.frame_size = config.frame_size
         self.time_pool = config.time_pool
-        self.stem = ConvNormAct3d(config.in_channels, c, 3, stride=(1, 2, 2))   # [B, c, T', S/2, S/2]
+        self.stem = ConvNormAct3d(config.in_channels, c, 3, stride=2)   # [B, c, T'/2, S/2, S/2]
         blocks = []
         for i in range(config.num_inception_blocks):
             blocks += [InceptionBlock3d(c * 2 ** min(i, 2), c * 2 ** min(i + 1, 2)),
@@ -97,7 +97,12 @@ class VideoStream(nn.Module):
 
     def forward(self, curves: torch.Tensor) -> torch.Tensor:
         b, c, t, p = curves.shape
-        pooled = F.adaptive_avg_pool2d(curves, (-(-t // self.time_pool), self.frame_size ** 2))   # [B, C, T', S*S]
+        area = self.frame_size ** 2
+        pooled = F.avg_pool2d(curves, (self.time_pool, 1), ceil_mode=True)          # [B, C, T', P]
+        if p <= area:
+            pooled = F.pad(pooled, (0, area - p))
+        else:
+            pooled = F.adaptive_avg_pool2d(pooled, (pooled.shape[2], area))         # [B, C, T', S*S]
         frames = pooled.reshape(b, c, pooled.shape[2], self.frame_size, self.frame_size)
         return self.blocks(self.stem(frames)).mean(dim=(2, 3, 4))
 
@@ -109,7 +114,7 @@ class MatrixStream(nn.Module):
         super().__init__()
         c = config.channels
         layers, cin = [], config.in_channels
-        for cout, stride in ((c, (1, 4)), (2 * c, (2, 4)), (2 * c, (2, 4))):
+        for cout, stride in ((c, (2, 4)), (2 * c, (2, 2)), (2 * c, (2, 2))):
             layers += [nn.Conv2d(cin, cout, (3, 9), stride, (1, 4), bias=False), _norm(cout), nn.ReLU(inplace=True)]
             cin = cout
         self.layers = nn.Sequential(*layers)

@@ -43,6 +43,7 @@ class BatteryLifePipeline:
         self.n_cycles = int(pre["n_cycles"])
         grid = pre["voltage_grid"]
         self.voltage = np.linspace(grid["start"], grid["stop"], int(grid["points"]))
+        self.curve_points = int(pre.get("curve_points", len(self.voltage)))
         self.normalizer = Normalizer.from_dict(pre["normalizer"])
         self.baseline = VarianceModel.from_dict(card["extra"]["baseline"])
 
@@ -70,7 +71,7 @@ class BatteryLifePipeline:
         for cell in cells:
             row = CellPrediction(cell.name, cell.source, observed=cell.cycle_life, split=cell.split)
             try:
-                cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage)
+                cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage, self.curve_points)
             except InputError as exc:
                 row.error = str(exc)
             else:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mis.io.battery import Cell
-from mis.pipelines.battery.features import cell_window, curves, summary_features, with_grid
+from mis.pipelines.battery.features import CURVE_POINTS, cell_window, curves, summary_features, with_grid
 
 
 @dataclass
@@ -30,15 +30,16 @@ class BatteryArrays:
         return len(self.names)
 
 
-def cell_arrays(cell: Cell, n_cycles: int, voltage: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One cell -> (curves [3, T, P], summary [S], warnings). Raises InputError for unusable cells."""
+def cell_arrays(cell: Cell, n_cycles: int, voltage: np.ndarray,
+                points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One cell -> (curves [3, T, points], summary [S], warnings). Raises InputError for unusable cells."""
     window = cell_window(with_grid(cell, voltage), n_cycles, voltage)
-    return curves(window, voltage, n_cycles), summary_features(window, n_cycles), window.warnings
+    return curves(window, voltage, n_cycles, points), summary_features(window, n_cycles), window.warnings
 
 
-def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray) -> BatteryArrays:
+def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray, points: int = CURVE_POINTS) -> BatteryArrays:
     """Every cell must be usable (training/evaluation); prediction handles cells one by one instead."""
-    parts = [cell_arrays(cell, n_cycles, voltage) for cell in cells]
+    parts = [cell_arrays(cell, n_cycles, voltage, points) for cell in cells]
     return BatteryArrays(
         names=[c.name for c in cells], sources=[c.source for c in cells],
         curves=np.stack([p[0] for p in parts]), summary=np.stack([p[1] for p in parts]),

@@ -8,6 +8,8 @@ model (PyBaMM would be one); nothing here is used to claim accuracy on real cell
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mis.io.battery import MIT_FIRST_CYCLE, MIT_NOMINAL_CAPACITY, MIT_VOLTAGE_GRID, Cell
@@ -71,3 +73,45 @@ def as_npz_arrays(cells: list[Cell]) -> dict[str, np.ndarray]:
         "split": np.array([c.split or "" for c in cells]),
         "barcode": np.array([c.name for c in cells]),
     }
+
+
+# Raw cycler exports of a synthetic cell (tests of the readers, sample data): a CC charge, then a
+# discharge sampled along the cell's Q(V) curve.
+
+def write_arbin_csv(cell: Cell, path: Path, points: int = 400) -> None:
+    """A raw Arbin-style export of `cell`: per cycle a CC charge, then a discharge along its Q(V) curve."""
+    rows, time = [], 0.0
+    for cycle, curve in zip(cell.cycles, cell.qd):
+        for i in range(20):  # charge
+            time += 30
+            rows.append((time, cycle, 4.4, 3.3 + 0.01 * i, 0.0, 30.0))
+        volts = np.linspace(3.52, 1.99, points)
+        charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
+        for v, q in zip(volts, charge):
+            time += 5
+            rows.append((time, cycle, -4.4, v, q, 31.0))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("Data_Point,Test_Time,Cycle_Index,Current,Voltage,Discharge_Capacity,Temperature\n")
+        for i, (t, c, a, v, q, temp) in enumerate(rows):
+            handle.write(f"{i},{t:.1f},{c},{a},{v:.5f},{q:.6f},{temp}\n")
+
+
+def write_maccor_text(cell: Cell, path: Path, points: int = 400) -> None:
+    """The same as a Maccor tab-separated text export (magnitudes in Amps, the State column gives the sign)."""
+    lines = ["Today's Date 01/01/2026  Date of Test:\t01/01/2026\t Filename:\tx\tProcedure:\tsynthetic",
+             "Rec#\tCyc#\tStep\tTestTime\tStepTime\tAmp-hr\tWatt-hr\tAmps\tVolts\tState\tES\tDPt Time"]
+    record, seconds = 1, 0
+    for cycle, curve in zip(cell.cycles, cell.qd):
+        for i in range(10):
+            seconds += 30
+            lines.append(f"{record}\t{cycle}\t1\t  0d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.0000"
+                         f"\t  0d 00:00:00.0000\t{0.01 * i:.6f}\t0\t4.4\t{3.3 + 0.01 * i:.5f}\tC\t0\tx")
+            record += 1
+        volts = np.linspace(3.52, 1.99, points)
+        charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
+        for v, q in zip(volts, charge):
+            seconds += 5
+            lines.append(f"{record}\t{cycle}\t2\t  0d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.0000"
+                         f"\t  0d 00:00:00.0000\t{q:.7f}\t0\t4.4\t{v:.6f}\tD\t0\tx")
+            record += 1
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -32,7 +32,7 @@ class BatteryTrainOptions:
     out: Path
     n_cycles: int = 100
     members: int = 5
-    steps: int = 400
+    steps: int = 300
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-2
@@ -124,7 +124,8 @@ def battery_card(config: FPNNConfig, normalizer: Normalizer, baseline: VarianceM
     preprocessing = {
         "n_cycles": options.n_cycles, "first_cycle": 2, "reference_cycle": reference_cycle(options.n_cycles),
         "voltage_grid": {"start": float(voltage[0]), "stop": float(voltage[-1]), "points": int(len(voltage))},
-        "channels": list(CHANNEL_NAMES), "summary_features": list(SUMMARY_NAMES),
+        "channels": list(CHANNEL_NAMES), "curve_points": int(config.n_points),
+        "summary_features": list(SUMMARY_NAMES),
         "normalizer": normalizer.to_dict(), "target": "log10 cycle life (first cycle below 80 % of nominal)",
     }
     training = {
