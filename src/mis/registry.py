@@ -35,6 +35,7 @@ class TaskEntry:
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     "pctnet": ModelFamily("mis.models.pctnet", "PCTNet", "PCTNetConfig"),
     "fpnn": ModelFamily("mis.models.fpnn", "FPNNEnsemble", "FPNNConfig"),
+    "apnet": ModelFamily("mis.models.apnet", "APNet", "APNetConfig"),
 }
 
 TASKS: dict[str, TaskEntry] = {
@@ -59,6 +60,16 @@ TASKS: dict[str, TaskEntry] = {
         fast_checkpoint="battery_fpnn_n40.safetensors",   # fewer cycles: an earlier, rougher answer
         field="Tabular",
         description="Early prediction of battery cycle life with FPNN (first N cycles)",
+    ),
+    "vocoder": TaskEntry(
+        task="vocoder",
+        command="vocode",
+        pipeline="mis.pipelines.vocoder.pipeline:VocoderPipeline",
+        family="apnet",
+        default_checkpoint="vocoder_apnet_demo_22k.safetensors",
+        fast_checkpoint="vocoder_apnet_demo_22k.safetensors",
+        field="Audio",
+        description="APNet neural vocoder: log-mel -> amplitude + phase spectra -> waveform",
     ),
 }
 

@@ -11,8 +11,8 @@ lazy_rich.install()  # before typer imports rich.markdown / rich.traceback
 import typer  # noqa: E402
 
 import mis  # noqa: E402
-from mis.cli import battery, demo, evaluate, info, models, pretrain, segment, train  # noqa: E402
-from mis.cli.common import PANEL_MEDICAL, PANEL_TABULAR, PANEL_TRAIN, PANEL_UTIL  # noqa: E402
+from mis.cli import audio, battery, demo, evaluate, info, models, pretrain, segment, train  # noqa: E402
+from mis.cli.common import PANEL_AUDIO, PANEL_MEDICAL, PANEL_TABULAR, PANEL_TRAIN, PANEL_UTIL  # noqa: E402
 from mis.runtime.config import RuntimeConfig  # noqa: E402
 
 RUNTIME_PANEL = "Runtime"
@@ -65,6 +65,8 @@ def root(
 app.command("segment", rich_help_panel=PANEL_MEDICAL)(segment.segment)
 app.add_typer(pretrain.app, name="pretrain", rich_help_panel=PANEL_MEDICAL)
 app.add_typer(battery.app, name="battery", rich_help_panel=PANEL_TABULAR)
+app.command("mel", rich_help_panel=PANEL_AUDIO)(audio.mel)
+app.command("vocode", rich_help_panel=PANEL_AUDIO)(audio.vocode)
 app.add_typer(train.app, name="train", rich_help_panel=PANEL_TRAIN)
 app.add_typer(evaluate.app, name="evaluate", rich_help_panel=PANEL_TRAIN)
 app.add_typer(models.app, name="models", rich_help_panel=PANEL_UTIL)

@@ -93,3 +93,49 @@ def train_battery(
     result = run_training(cells, options, log=log)
     if runtime.json:
         print_json(result)
+
+
+@app.command("vocoder")
+@reports_errors
+def train_vocoder(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="WAV files or folders (resampled to the model's rate)"),
+    out: Path = typer.Option(Path("runs/vocoder"), "--out", "-o", help="Run folder"),
+    preset: str = typer.Option("demo22k", help="demo22k (128 channels, 22.05 kHz), 22k (paper size, HiFi-GAN "
+                               "convention) or 16k (APNet paper: 16 kHz, hop 80)"),
+    steps: int = typer.Option(2000, min=1, help="Training steps"),
+    gan_start: int = typer.Option(0, "--gan-start", min=0, help="Steps before the discriminators join"),
+    batch: int = typer.Option(4, "--batch", min=1, help="Segments per step"),
+    segment: int = typer.Option(8192, min=256, help="Samples per segment (a multiple of the hop)"),
+    lr: float = typer.Option(2e-4, help="AdamW learning rate"),
+    val_files: int = typer.Option(4, "--val-files", min=0, help="Hold out the last N files (sorted) for validation"),
+    disc_channels: int = typer.Option(32, "--disc-channels", min=4, help="MPD width (HiFi-GAN: 32); MSD uses 4x"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
+    half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
+) -> None:
+    """Train APNet: amplitude, anti-wrapping phase (IP/GD/PTD), STFT consistency, real/imag, mel and
+    LSGAN + feature-matching losses with MPD + MSD; validation LSD on the held-out files."""
+    from mis.errors import UsageError
+    from mis.io.files import resolve_inputs
+    from mis.models.apnet import apnet_22k, apnet_demo_22k, apnet_paper_16k
+    from mis.models.discriminators import DiscriminatorConfig
+    from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K
+    from mis.pipelines.vocoder.train import VocoderTrainOptions
+    from mis.pipelines.vocoder.train import train_vocoder as run_training
+
+    presets = {"demo22k": (apnet_demo_22k(), MEL_22K), "22k": (apnet_22k(), MEL_22K), "16k": (apnet_paper_16k(), MEL_16K)}
+    if preset not in presets:
+        raise UsageError(f"unknown --preset {preset!r}; valid: {', '.join(presets)}")
+    network, mel = presets[preset]
+    runtime = runtime_of(ctx)
+    options = VocoderTrainOptions(
+        out=out, mel=mel, network=network, steps=steps, gan_start=gan_start, batch_size=batch, segment=segment,
+        lr=lr, val_files=val_files, seed=runtime.seed,
+        discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
+        device=runtime.device if runtime.device != "auto" else "cpu",
+        precision="fp32" if runtime.precision in ("auto", "fp32") else runtime.precision, resume=resume, half=half,
+        progress=not (runtime.quiet or runtime.json))
+    log = (lambda *_: None) if (runtime.quiet or runtime.json) else (lambda text: stdout.print(text, highlight=False))
+    result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
+    if runtime.json:
+        print_json(result)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mis.errors import InputError
+from mis.io.audio import is_audio_name
 from mis.io.battery import is_battery_name
 from mis.io.volume import dir_has_dicom, is_nifti_name, visible_children
 
@@ -32,6 +33,10 @@ def _expand_dir(folder: Path, kinds: Sequence[str]) -> list[Path]:
         out.extend(c for c in children if c.is_file() and is_nifti_name(c))
     if "battery" in kinds:
         out.extend(c for c in children if c.is_file() and is_battery_name(c))
+    if "audio" in kinds:
+        out.extend(c for c in children if c.is_file() and is_audio_name(c))
+    if "mel" in kinds:
+        out.extend(c for c in children if c.is_file() and c.suffix.lower() == ".npy" and not c.name.startswith("."))
     if "dicom" in kinds:
         if dir_has_dicom(folder):
             out.append(folder)  # the folder itself is a series
@@ -47,7 +52,8 @@ def _expand_one(arg: str | Path, kinds: Sequence[str]) -> list[Path]:
     if p.is_dir():
         found = _expand_dir(p, kinds)
         if not found:
-            what = " or ".join({"nifti": "NIfTI", "dicom": "DICOM", "battery": "battery data"}.get(k, k) for k in kinds)
+            what = " or ".join({"nifti": "NIfTI", "dicom": "DICOM", "battery": "battery data", "audio": "audio",
+                                  "mel": ".npy mel"}.get(k, k) for k in kinds)
             raise InputError(p, f"empty folder: no {what} files")
         return found
     if p.exists():

@@ -1,0 +1,86 @@
+"""Audio files and mel arrays: read/write with one clear error per bad file. Imports no torch.
+
+`read_audio` returns (float32 mono samples in [-1, 1], AudioMeta); `read_mel` returns the array
+stored in a .npy file after checking it is a finite 2-D float array.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from mis.errors import InputError
+from mis.io.atomic import atomic_output
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+@dataclass
+class AudioMeta:
+    source: str
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def is_audio_name(path: Path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_SUFFIXES and not Path(path).name.startswith(".")
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, AudioMeta]:
+    """Mono float32 samples (channels averaged) and the file's format."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise InputError(path, f"not a readable audio file ({str(exc).strip() or type(exc).__name__})") from None
+    if data.shape[0] == 0:
+        raise InputError(path, "audio has no samples")
+    samples = data.mean(axis=1)
+    if not np.isfinite(samples).all():
+        raise InputError(path, "audio contains NaN or infinite samples")
+    return samples, AudioMeta(str(path), int(rate), int(data.shape[1]), int(data.shape[0]), info.subtype)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """PCM_16 WAV, written atomically; samples are clipped to [-1, 1]."""
+    samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    with atomic_output(path) as tmp:
+        sf.write(str(tmp), samples, int(sample_rate), subtype="PCM_16", format="WAV")
+    return Path(path)
+
+
+def read_mel(path: str | Path) -> np.ndarray:
+    """A .npy mel spectrogram: 2-D, floating point, finite (shape checks against a model are the caller's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        raise InputError(path, "this is an audio file, not a mel spectrogram (.npy); make one with `mis mel`")
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(path, f"not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    if not isinstance(mel, np.ndarray) or mel.dtype.kind not in "fiu":
+        raise InputError(path, f"expected a numeric array, got {getattr(mel, 'dtype', type(mel))}")
+    if mel.size == 0:
+        raise InputError(path, f"mel array is empty (shape {mel.shape})")
+    if mel.ndim == 3 and mel.shape[0] == 1:
+        mel = mel[0]  # a batch of one, as TTS front ends often save it
+    if mel.ndim != 2:
+        raise InputError(path, f"mel must be 2-D [n_mels, frames], got shape {mel.shape}")
+    if not np.isfinite(mel).all():
+        raise InputError(path, "mel contains NaN or infinite values")
+    return mel.astype(np.float32)

@@ -1,0 +1,159 @@
+"""APNet (Ai & Ling, TASLP 2023): mel -> log-amplitude and phase spectra at frame level -> inverse STFT.
+
+Module names follow the upstream `models.py` (ASP_input_conv, ASP_ResNet, ASP_output_conv,
+PSP_input_conv, PSP_ResNet, PSP_output_R_conv, PSP_output_I_conv; residual blocks with convs1/convs2)
+so that upstream state dicts map by name; weight norm uses torch's parametrization, so upstream
+`weight_g`/`weight_v` become `parametrizations.weight.original0/1` (see `apnet_key_map`).
+
+- Amplitude spectrum predictor (ASP): Conv1d(n_mels -> C, k7) -> three parallel residual blocks
+  (kernels 3/7/11, dilations 1/3/5, HiFi-GAN "ResBlock1") averaged -> LeakyReLU -> Conv1d(C -> F, k7)
+  = log-amplitude spectrum (F = n_fft // 2 + 1).
+- Phase spectrum predictor (PSP): the same backbone with its own weights -> two parallel Conv1d(C -> F)
+  giving R and I -> phase = atan2(I, R) (parallel phase estimation; a small epsilon keeps the gradient
+  finite at the origin).
+- Waveform: exp(logamp) * e^{i phase} -> inverse STFT with the mel convention's n_fft/hop/win.
+
+Every layer runs at frame rate: there is no upsampling, which is why APNet is fast on a CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+LRELU_SLOPE = 0.1
+ATAN2_EPS = 1e-5  # added to R where it is exactly 0, so atan2's gradient stays finite
+
+
+@dataclass(frozen=True, kw_only=True)
+class APNetConfig:
+    n_mels: int = 80
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    asp_channels: int = 512
+    psp_channels: int = 512
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    input_conv_kernel_size: int = 7
+    output_conv_kernel_size: int = 7
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resblock_kernel_sizes", tuple(self.resblock_kernel_sizes))
+        object.__setattr__(self, "resblock_dilation_sizes", tuple(tuple(d) for d in self.resblock_dilation_sizes))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["resblock_kernel_sizes"] = list(self.resblock_kernel_sizes)
+        data["resblock_dilation_sizes"] = [list(d) for d in self.resblock_dilation_sizes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "APNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown APNetConfig field(s): {sorted(unknown)}")
+        return cls(**data)
+
+    @property
+    def freq_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+
+def apnet_paper_16k() -> APNetConfig:
+    """APNet as published: 16 kHz, n_fft 1024, hop 80, win 320, 512 channels (72 M parameters)."""
+    return APNetConfig(hop_length=80, win_length=320)
+
+
+def apnet_22k() -> APNetConfig:
+    """The HiFi-GAN 22.05 kHz convention (n_fft 1024, hop 256, win 1024), paper-size network."""
+    return APNetConfig()
+
+
+def apnet_demo_22k() -> APNetConfig:
+    """Small demo network at 22.05 kHz (CPU-trainable): 128 channels, kernels 3/7/11."""
+    return APNetConfig(asp_channels=128, psp_channels=128)
+
+
+def _padding(kernel: int, dilation: int = 1) -> int:
+    return (kernel * dilation - dilation) // 2
+
+
+def _conv(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Conv1d:
+    conv = nn.Conv1d(cin, cout, kernel, 1, dilation=dilation, padding=_padding(kernel, dilation))
+    nn.init.normal_(conv.weight, 0.0, 0.01)  # HiFi-GAN/APNet init
+    return weight_norm(conv)
+
+
+class ResBlock(nn.Module):
+    """HiFi-GAN ResBlock1: three (LReLU, dilated conv, LReLU, conv) + skip. [B, C, T] -> [B, C, T]."""
+
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs1 = nn.ModuleList(_conv(channels, channels, kernel, d) for d in dilations)
+        self.convs2 = nn.ModuleList(_conv(channels, channels, kernel, 1) for _ in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv1, conv2 in zip(self.convs1, self.convs2):
+            residual = conv2(F.leaky_relu(conv1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            x = x + residual
+        return x
+
+
+class APNet(nn.Module):
+    """mel [B, n_mels, T] -> (log-amplitude [B, F, T], phase [B, F, T], real, imag, wave [B, (T-1)*hop])."""
+
+    def __init__(self, config: APNetConfig):
+        super().__init__()
+        c = config
+        self.config = config
+        self.ASP_input_conv = _conv(c.n_mels, c.asp_channels, c.input_conv_kernel_size)
+        self.PSP_input_conv = _conv(c.n_mels, c.psp_channels, c.input_conv_kernel_size)
+        self.ASP_ResNet = nn.ModuleList(ResBlock(c.asp_channels, k, d)
+                                        for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes))
+        self.PSP_ResNet = nn.ModuleList(ResBlock(c.psp_channels, k, d)
+                                        for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes))
+        self.ASP_output_conv = _conv(c.asp_channels, c.freq_bins, c.output_conv_kernel_size)
+        self.PSP_output_R_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
+        self.PSP_output_I_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
+        self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)
+
+    @staticmethod
+    def _branch(x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+        return F.leaky_relu(sum(block(x) for block in blocks) / len(blocks), LRELU_SLOPE)  # type: ignore[arg-type]
+
+    def spectra(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-amplitude, phase), each [B, F, T]."""
+        logamp = self.ASP_output_conv(self._branch(self.ASP_input_conv(mel), self.ASP_ResNet))
+        hidden = self._branch(self.PSP_input_conv(mel), self.PSP_ResNet)
+        real, imag = self.PSP_output_R_conv(hidden), self.PSP_output_I_conv(hidden)
+        real = torch.where(real == 0, torch.full_like(real, ATAN2_EPS), real)
+        return logamp, torch.atan2(imag, real)
+
+    def synthesize(self, logamp: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(real, imag, wave): the complex spectrum and its inverse STFT (centred framing)."""
+        amplitude = torch.exp(logamp.float())
+        real, imag = amplitude * torch.cos(phase.float()), amplitude * torch.sin(phase.float())
+        c = self.config
+        wave = torch.istft(torch.complex(real, imag), c.n_fft, c.hop_length, c.win_length,
+                           self.window.to(real.device), center=True)
+        return real, imag, wave
+
+    def forward(self, mel: torch.Tensor):
+        logamp, phase = self.spectra(mel)
+        real, imag, wave = self.synthesize(logamp, phase)
+        return logamp, phase, real, imag, wave
+
+
+def apnet_key_map(name: str) -> str:
+    """Upstream (torch.nn.utils.weight_norm) key -> ours (parametrized weight norm)."""
+    return name.replace(".weight_g", ".parametrizations.weight.original0").replace(
+        ".weight_v", ".parametrizations.weight.original1")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

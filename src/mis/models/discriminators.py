@@ -1,0 +1,115 @@
+"""HiFi-GAN discriminators used to train APNet: multi-period (MPD) and multi-scale (MSD).
+
+MPD: for each period p in (2, 3, 5, 7, 11) the waveform is folded to [B, 1, T/p, p] and scored by
+2-D convolutions with kernels (5, 1) (one column per phase of the period). MSD: three 1-D
+discriminators on the raw, 2x and 4x average-pooled waveform, the first with spectral norm.
+Each discriminator returns (score map, feature maps) for the LSGAN and feature-matching losses.
+Module names follow HiFi-GAN's (`discriminators`, `convs`, `conv_post`, `meanpools`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+LRELU_SLOPE = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscriminatorConfig:
+    periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    channels: int = 32          # MPD first width (HiFi-GAN: 32 -> 128 -> 512 -> 1024 -> 1024)
+    scale_channels: int = 128   # MSD first width (HiFi-GAN: 128 ... 1024)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["periods"] = list(self.periods)
+        return data
+
+
+class PeriodDiscriminator(nn.Module):
+    def __init__(self, period: int, channels: int = 32):
+        super().__init__()
+        self.period = period
+        widths = [1, channels, channels * 4, channels * 16, channels * 32, channels * 32]
+        self.convs = nn.ModuleList(
+            weight_norm(nn.Conv2d(widths[i], widths[i + 1], (5, 1), (3 if i < 4 else 1, 1), padding=(2, 0)))
+            for i in range(5))
+        self.conv_post = weight_norm(nn.Conv2d(widths[-1], 1, (3, 1), 1, padding=(1, 0)))
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, c, t = wave.shape                                   # [B, 1, T]
+        if t % self.period:
+            wave = F.pad(wave, (0, self.period - t % self.period), mode="reflect")
+        x = wave.view(b, c, -1, self.period)                   # [B, 1, T/p, p]
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            features.append(x)
+        x = self.conv_post(x)
+        features.append(x)
+        return x.flatten(1), features
+
+
+class ScaleDiscriminator(nn.Module):
+    def __init__(self, channels: int = 128, spectral: bool = False):
+        super().__init__()
+        norm = spectral_norm if spectral else weight_norm
+        c = channels
+        specs = [(1, c, 15, 1, 1), (c, c, 41, 2, 4), (c, 2 * c, 41, 2, 16), (2 * c, 4 * c, 41, 4, 16),
+                 (4 * c, 8 * c, 41, 4, 16), (8 * c, 8 * c, 41, 1, 16), (8 * c, 8 * c, 5, 1, 1)]
+        # groups as HiFi-GAN's at full width; narrower test/demo widths use the largest group count that divides
+        self.convs = nn.ModuleList(norm(nn.Conv1d(i, o, k, s, groups=math.gcd(g, i, o), padding=k // 2))
+                                   for i, o, k, s, g in specs)
+        self.conv_post = norm(nn.Conv1d(8 * c, 1, 3, 1, padding=1))
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x, features = wave, []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            features.append(x)
+        x = self.conv_post(x)
+        features.append(x)
+        return x.flatten(1), features
+
+
+class MultiPeriodDiscriminator(nn.Module):
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__()
+        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, config.channels) for p in config.periods)
+
+    def forward(self, wave: torch.Tensor):
+        return [d(wave) for d in self.discriminators]
+
+
+class MultiScaleDiscriminator(nn.Module):
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__()
+        self.discriminators = nn.ModuleList([ScaleDiscriminator(config.scale_channels, spectral=True),
+                                             ScaleDiscriminator(config.scale_channels),
+                                             ScaleDiscriminator(config.scale_channels)])
+        self.meanpools = nn.ModuleList([nn.AvgPool1d(4, 2, padding=2), nn.AvgPool1d(4, 2, padding=2)])
+
+    def forward(self, wave: torch.Tensor):
+        outputs = []
+        for i, discriminator in enumerate(self.discriminators):
+            if i > 0:
+                wave = self.meanpools[i - 1](wave)
+            outputs.append(discriminator(wave))
+        return outputs
+
+
+class Discriminators(nn.Module):
+    """MPD + MSD in one module (one optimizer); returns the list of (score, features) of all of them."""
+
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__()
+        self.mpd = MultiPeriodDiscriminator(config)
+        self.msd = MultiScaleDiscriminator(config)
+
+    def forward(self, wave: torch.Tensor):
+        return self.mpd(wave) + self.msd(wave)

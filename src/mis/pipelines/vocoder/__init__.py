@@ -1,0 +1,1 @@
+"""Neural vocoder (APNet): mel spectrogram -> amplitude and phase spectra -> inverse STFT."""

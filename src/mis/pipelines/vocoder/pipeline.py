@@ -1,0 +1,127 @@
+"""VocoderPipeline: a log-mel array in the checkpoint's convention -> waveform.
+
+Long inputs are vocoded in chunks of frames with enough context on each side that every chunk's
+spectra and samples equal those of one pass over the whole input (to float rounding): the network's
+receptive field for the spectra, and the STFT window's reach for the overlap-add. Memory is flat in
+the input length apart from the output itself, which `stream` yields chunk by chunk.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mis.checkpoints import load_checkpoint
+from mis.errors import CheckpointError, InputError
+from mis.models.apnet import APNet, APNetConfig
+from mis.pipelines.vocoder.mel import MelConfig
+from mis.runtime.config import RuntimeConfig
+from mis.runtime.device import resolve_device
+
+TASK = "vocoder"
+DEFAULT_CHUNK_FRAMES = 1024
+
+
+def receptive_frames(config: APNetConfig) -> int:
+    """Frames of context each side that influence one output frame's spectra."""
+    reach = (config.input_conv_kernel_size - 1) // 2 + (config.output_conv_kernel_size - 1) // 2
+    reach += max((k - 1) // 2 * (sum(d) + len(d)) for k, d in zip(config.resblock_kernel_sizes,
+                                                                     config.resblock_dilation_sizes))
+    return reach
+
+
+def fold_weight_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """Bake weight-norm parametrizations into plain weights: identical outputs, no per-call norm."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
+
+
+def check_mel(mel: np.ndarray, config: MelConfig, source: str = "mel") -> np.ndarray:
+    """Shape, orientation and value range against the card's convention; one clear message each."""
+    if mel.ndim != 2:
+        raise InputError(source, f"mel must be 2-D [n_mels, frames], got shape {mel.shape}")
+    if mel.shape[0] != config.n_mels:
+        if mel.shape[1] == config.n_mels:
+            raise InputError(source, f"mel has shape {mel.shape}: looks like [frames, n_mels]; transpose it to "
+                             f"[{config.n_mels}, frames]")
+        raise InputError(source, f"mel has {mel.shape[0]} mel bands; this model expects {config.n_mels} "
+                         f"({config.sample_rate} Hz, fmax {config.fmax})")
+    if mel.shape[1] < 2:
+        raise InputError(source, f"mel has {mel.shape[1]} frame(s); need at least 2")
+    if not np.isfinite(mel).all():
+        raise InputError(source, "mel contains NaN or infinite values")
+    floor = config.log_min
+    if float(mel.min()) >= 0.0 and float(mel.max()) > 0.0:
+        raise InputError(source, "mel has no negative values: looks like a linear (not log) mel; this model expects "
+                         f"natural-log mels, log(max(mel, {config.log_floor:g}))")
+    if float(mel.min()) < floor - 0.05:
+        raise InputError(source, f"mel values go down to {float(mel.min()):.2f}, below log({config.log_floor:g}) = "
+                         f"{floor:.2f}: another log base, floor or dB scale than this model's natural-log convention")
+    return mel.astype(np.float32)
+
+
+class VocoderPipeline:
+    """`pipeline(mel [n_mels, T])` -> float32 samples [(T - 1) * hop] at the card's sample rate."""
+
+    def __init__(self, model: APNet, card: dict, device: torch.device | str = "cpu",
+                 chunk_frames: int = DEFAULT_CHUNK_FRAMES):
+        if card.get("task") != TASK:
+            raise CheckpointError(f"checkpoint is for task {card.get('task')!r}, not {TASK}")
+        self.model = fold_weight_norm(model).to(device).eval()
+        self.card = card
+        self.device = torch.device(device)
+        self.mel_config = MelConfig.from_dict(card["preprocessing"]["mel"])
+        self.chunk_frames = int(chunk_frames)
+        self.context = receptive_frames(model.config)
+        # Frames whose overlap-add reaches a sample: the window spans n_fft samples around each frame centre.
+        self.ola_frames = math.ceil(model.config.n_fft / (2 * model.config.hop_length)) + 1
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None,
+                        chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> "VocoderPipeline":
+        model, card = load_checkpoint(path)
+        return cls(model, card, resolve_device(runtime.device if runtime else "cpu"), chunk_frames)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel_config.sample_rate
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        return np.concatenate(list(self.stream(mel)))
+
+    @torch.inference_mode()
+    def spectra(self, mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-amplitude, phase) [F, T] in one pass (tests compare chunked output against this)."""
+        x = torch.from_numpy(np.ascontiguousarray(mel))[None].to(self.device)
+        logamp, phase = self.model.spectra(x)
+        return logamp[0], phase[0]
+
+    @torch.inference_mode()
+    def stream(self, mel: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield the waveform in consecutive pieces; the pieces concatenate to the one-pass output."""
+        frames = mel.shape[1]
+        hop = self.model.config.hop_length
+        total = (frames - 1) * hop
+        pad = self.ola_frames
+        for start in range(0, frames, self.chunk_frames):
+            stop = min(start + self.chunk_frames, frames)
+            # spectra for frames [start - pad, stop + pad), computed with network context around them
+            spec_lo, spec_hi = max(0, start - pad), min(frames, stop + pad)
+            net_lo, net_hi = max(0, spec_lo - self.context), min(frames, spec_hi + self.context)
+            x = torch.from_numpy(np.ascontiguousarray(mel[:, net_lo:net_hi]))[None].to(self.device)
+            logamp, phase = self.model.spectra(x)
+            keep = slice(spec_lo - net_lo, spec_hi - net_lo)
+            _, _, wave = self.model.synthesize(logamp[..., keep], phase[..., keep])
+            # samples [start*hop, stop*hop) of the whole signal, located inside this chunk's ISTFT
+            first, last = start * hop, min(stop * hop, total)
+            if last <= first:
+                continue
+            offset = spec_lo * hop
+            yield wave[0, first - offset:last - offset].float().cpu().numpy()

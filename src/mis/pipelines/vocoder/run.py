@@ -1,0 +1,82 @@
+"""File-level glue for `mis mel` and `mis vocode` through the shared executor (bad items are reported
+and skipped; outputs are written atomically; --skip-existing/--overwrite)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from mis.errors import InputError
+from mis.io.atomic import atomic_output
+from mis.io.audio import read_audio, read_mel
+from mis.io.files import output_paths_for, resolve_inputs
+from mis.pipelines.vocoder.mel import MelConfig, log_mel, mel_filterbank
+from mis.pipelines.vocoder.pipeline import VocoderPipeline, check_mel
+from mis.runtime.executor import RunSummary, WorkItem, run_items
+
+
+def plan(inputs: list[str], output: Path, kind: str, suffix: str, stem_suffix: str) -> list[WorkItem]:
+    sources: list[Path] = []
+    for argument in inputs:
+        try:
+            sources.extend(resolve_inputs([argument], kinds=(kind,)))
+        except InputError:
+            sources.append(Path(argument))  # reading it reports the problem; the batch goes on
+    if len(sources) == 1 and output.suffix.lower() == suffix:
+        return [WorkItem(str(sources[0]), sources[0], output)]
+    targets = output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)
+    return [WorkItem(str(s), s, t) for s, t in zip(sources, targets)]
+
+
+def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, skip_existing: bool = False,
+              overwrite: bool = False, progress: bool = True) -> RunSummary:
+    import torchaudio
+
+    fbank = mel_filterbank(config)
+
+    def read(item: WorkItem):
+        samples, meta = read_audio(item.source)
+        if meta.sample_rate != config.sample_rate:
+            samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate,
+                                                     config.sample_rate).numpy()
+        if len(samples) < config.n_fft // 2 + 1:
+            raise InputError(item.source, f"audio too short ({len(samples)} samples) for n_fft {config.n_fft}")
+        return samples, meta
+
+    def compute(batch):
+        return [(log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy(), meta) for samples, meta in batch]
+
+    def write(item: WorkItem, output):
+        mel, meta = output
+        with atomic_output(item.target) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, mel.astype(np.float32))
+        return {"frames": mel.shape[1], "resampled_from": meta.sample_rate if meta.sample_rate != config.sample_rate
+                else ""}
+
+    return run_items(items, read=read, compute=compute, write=write, workers=workers, skip_existing=skip_existing,
+                     overwrite=overwrite, progress=progress, description="mel")
+
+
+def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: int = 2, skip_existing: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> RunSummary:
+    def read(item: WorkItem):
+        return check_mel(read_mel(item.source), pipeline.mel_config, str(item.source))
+
+    def compute(batch):
+        return batch  # vocoding streams straight into the output file (flat memory), in write()
+
+    def write(item: WorkItem, mel: np.ndarray):
+        samples = 0
+        with atomic_output(item.target) as tmp:
+            with sf.SoundFile(str(tmp), "w", samplerate=pipeline.sample_rate, channels=1, subtype="PCM_16",
+                              format="WAV") as handle:
+                for piece in pipeline.stream(mel):
+                    handle.write(np.clip(piece, -1.0, 1.0))
+                    samples += len(piece)
+        return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "frames": mel.shape[1]}
+
+    return run_items(items, read=read, compute=compute, write=write, workers=workers, skip_existing=skip_existing,
+                     overwrite=overwrite, progress=progress, description="vocode")

@@ -1,0 +1,197 @@
+"""`mis train vocoder`: APNet with the multi-level losses and (from `gan_start`) MPD + MSD adversarial training.
+
+Uses the shared training loop with a custom step (two optimizers, AdamW 2e-4 betas (0.8, 0.99),
+exponential decay), AMP on GPU, periodic checkpoints and exact resume. Clips are read once,
+resampled to the model's rate, and random `segment`-sample windows are drawn per step (seeded by
+step, so a resumed run sees the same data). The last `val_files` clips (sorted by name) are held out
+and scored (LSD) at every validation; best.pt keeps the best one, model.safetensors the final one.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mis.checkpoints import build_card, save_checkpoint
+from mis.errors import UsageError
+from mis.io.audio import read_audio
+from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
+from mis.models.discriminators import DiscriminatorConfig, Discriminators
+from mis.pipelines.vocoder import losses as L
+from mis.pipelines.vocoder.evaluate import log_spectral_distance
+from mis.pipelines.vocoder.mel import MEL_22K, MelConfig, log_mel, mel_filterbank
+from mis.runtime.training import LAST, StepSeededBatches, TrainConfig, Trainer
+
+TASK = "vocoder"
+
+
+@dataclass(kw_only=True)
+class VocoderTrainOptions:
+    out: Path
+    mel: MelConfig = field(default_factory=lambda: MEL_22K)
+    network: APNetConfig = field(default_factory=apnet_demo_22k)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    steps: int = 2000
+    gan_start: int = 0            # steps before the discriminators join (0: from the start; > steps: never)
+    batch_size: int = 4
+    segment: int = 8192           # samples per training window (a multiple of hop)
+    lr: float = 2e-4
+    lr_decay: float = 0.999       # per 100 steps (upstream: 0.999 per epoch)
+    val_files: int = 4
+    validate_every: int = 250
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    resume: bool = False
+    half: bool = False
+    progress: bool = True
+
+
+def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
+    import torchaudio
+
+    clips = []
+    for path in paths:
+        samples, meta = read_audio(path)
+        if meta.sample_rate != sample_rate:
+            samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate, sample_rate).numpy()
+        clips.append(samples.astype(np.float32))
+    return clips
+
+
+def split_files(paths: list[Path], val_files: int) -> tuple[list[Path], list[Path]]:
+    paths = sorted(paths, key=lambda p: p.name)
+    if len(paths) <= val_files:
+        raise UsageError(f"{len(paths)} audio file(s): need more than --val-files {val_files} to train")
+    return (paths[:-val_files], paths[-val_files:]) if val_files else (paths, [])
+
+
+def segment_sampler(clips: list[np.ndarray], batch_size: int, segment: int) -> Callable:
+    lengths = np.array([len(c) for c in clips], dtype=np.float64)
+    weights = lengths / lengths.sum()
+
+    def make_batch(rng: np.random.Generator, step: int) -> torch.Tensor:
+        batch = np.zeros((batch_size, segment), dtype=np.float32)
+        for row in range(batch_size):
+            clip = clips[int(rng.choice(len(clips), p=weights))]
+            if len(clip) <= segment:
+                batch[row, :len(clip)] = clip
+            else:
+                start = int(rng.integers(0, len(clip) - segment))
+                batch[row] = clip[start:start + segment]
+        return torch.from_numpy(batch)
+
+    return make_batch
+
+
+def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
+    cfg = options.mel
+
+    def step(trainer: Trainer, wave: torch.Tensor) -> dict:
+        generator = trainer.models["generator"]
+        discriminator = trainer.models["discriminator"]
+        fb = fbank.to(wave.device)
+        mel = log_mel(wave, cfg, fb)
+        with trainer.autocast():
+            logamp, phase, real, imag, generated = generator(mel)
+        generated = generated[..., :wave.shape[-1]]
+        use_gan = trainer.step >= options.gan_start
+        metrics = {}
+        if use_gan:
+            with trainer.autocast():
+                loss_d = L.discriminator_loss(discriminator(wave[:, None]), discriminator(generated.detach()[:, None]))
+            trainer.backward_step(loss_d, trainer.optimizers["discriminator"])
+            metrics["loss_d"] = loss_d.detach()
+        target = L.targets(wave, cfg)
+        output = {"logamp": logamp.float(), "phase": phase.float(), "real": real, "imag": imag}
+        spectral = L.spectral_losses(output, target, cfg)
+        loss_mel = L.mel_loss(generated, wave, cfg, fb)
+        loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
+        if use_gan:
+            with trainer.autocast():
+                real_out, fake_out = discriminator(wave[:, None]), discriminator(generated[:, None])
+            loss_g = loss_g + L.generator_adversarial_loss(fake_out) + L.feature_matching_loss(real_out, fake_out)
+        trainer.backward_step(loss_g, trainer.optimizers["generator"])
+        metrics.update({"loss_g": loss_g.detach(), "amplitude": spectral["amplitude"].detach(),
+                        "ip": spectral["ip"].detach(), "mel_l1": loss_mel.detach()})
+        return metrics
+
+    return step
+
+
+def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
+    cfg = options.mel
+    seconds = 3 * cfg.sample_rate
+
+    @torch.no_grad()
+    def validate(trainer: Trainer) -> dict:
+        generator = trainer.module("generator")
+        scores = []
+        for clip in val_clips:
+            wave = torch.from_numpy(clip[:seconds])[None].to(trainer.device)
+            generated = generator(log_mel(wave, cfg, fbank.to(wave.device)))[4][..., :wave.shape[-1]]
+            scores.append(log_spectral_distance(generated[0].cpu().numpy(), clip[:seconds], cfg))
+        return {"val_lsd": float(np.mean(scores))} if scores else {}
+
+    return validate
+
+
+def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_files: list[Path], metrics: dict) -> dict:
+    training = {"steps": options.steps, "gan_start": options.gan_start, "batch_size": options.batch_size,
+                "segment": options.segment, "lr": options.lr, "seed": options.seed,
+                "discriminator": options.discriminator.to_dict(),
+                "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
+    return build_card("apnet", options.network.to_dict(), task=TASK, preprocessing={"mel": options.mel.to_dict()},
+                      training=training, metrics=metrics)
+
+
+def check_options(options: VocoderTrainOptions) -> None:
+    net, mel = options.network, options.mel
+    if (net.n_fft, net.hop_length, net.win_length, net.n_mels) != (mel.n_fft, mel.hop_length, mel.win_length,
+                                                                    mel.n_mels):
+        raise UsageError("network and mel convention disagree on n_fft/hop/win/n_mels")
+    if options.segment % mel.hop_length:
+        raise UsageError(f"--segment must be a multiple of the hop ({mel.hop_length})")
+
+
+def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable[[str], None] = lambda _: None) -> dict:
+    check_options(options)
+    train_files, val_files = split_files(paths, options.val_files)
+    clips = load_clips(train_files, options.mel.sample_rate)
+    val_clips = load_clips(val_files, options.mel.sample_rate)
+    log(f"training on {len(clips)} clips ({sum(map(len, clips)) / options.mel.sample_rate:.0f} s), "
+        f"{len(val_clips)} held out: {', '.join(p.name for p in val_files)}")
+    torch.manual_seed(options.seed)
+    generator, discriminator = APNet(options.network), Discriminators(options.discriminator)
+    betas = (0.8, 0.99)
+    optimizers = {"generator": torch.optim.AdamW(generator.parameters(), options.lr, betas=betas),
+                  "discriminator": torch.optim.AdamW(discriminator.parameters(), options.lr, betas=betas)}
+    gamma = options.lr_decay ** (1 / 100)
+    schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(opt, gamma) for name, opt in optimizers.items()}
+    fbank = mel_filterbank(options.mel)
+    config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=None,
+                         precision=options.precision, checkpoint_every=max(options.validate_every, 1),
+                         log_every=50, validate_every=options.validate_every if val_clips else 0,
+                         best_metric="val_lsd" if val_clips else None, best_mode="min", seed=options.seed,
+                         device=options.device, resume=options.resume, progress=options.progress,
+                         description="APNet")
+    trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, schedulers, config,
+                      step_fn=make_step(options, fbank),
+                      validate_fn=make_validate(val_clips, options, fbank) if val_clips else None)
+    start = time.perf_counter()
+    # Before gan_start the discriminator's optimizer does not step, but the loop steps every scheduler.
+    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+    result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, options.segment), options.seed))
+    seconds = time.perf_counter() - start
+    model = trainer.module("generator").cpu().eval()
+    metrics = {"val_lsd": result.get("val_lsd"), "best_val_lsd": result.get("best"), "seconds": seconds}
+    path = options.out / "model.safetensors"
+    save_checkpoint(path, model, vocoder_card(options, train_files, val_files, metrics), half=options.half)
+    log(f"{options.steps} steps in {seconds:.0f} s; validation LSD {result.get('val_lsd')}; wrote {path} "
+        f"(resume state: {options.out / LAST})")
+    return {"checkpoint": str(path), "seconds": seconds, "metrics": metrics}

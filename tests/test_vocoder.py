@@ -1,0 +1,183 @@
+"""Vocoder: mel convention (vs librosa), APNet, chunked == one-pass, input checks, losses, CLI end to end."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from conftest import shared_file
+from mis.checkpoints import build_card, read_card, save_checkpoint
+from mis.cli.main import app
+from mis.errors import InputError
+from mis.io.audio import read_mel
+from mis.models.apnet import APNet, APNetConfig, apnet_key_map, apnet_paper_16k, count_parameters
+from mis.pipelines.vocoder import losses as L
+from mis.pipelines.vocoder.evaluate import griffin_lim, score_pair
+from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K, MelConfig, log_mel, mel_filterbank, stft
+from mis.pipelines.vocoder.pipeline import VocoderPipeline, check_mel
+
+runner = CliRunner()
+TINY = APNetConfig(asp_channels=16, psp_channels=16)
+
+
+def speech_like(seconds: float = 1.0, rate: int = 22050, seed: int = 0) -> np.ndarray:
+    """A seeded harmonic signal with a moving pitch and some noise (no real audio needed)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 1.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    wave = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.15
+    return (wave + 0.005 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_vocoder(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vocoder") / "tiny.safetensors"
+    card = build_card("apnet", TINY.to_dict(), task="vocoder", preprocessing={"mel": MEL_22K.to_dict()})
+    save_checkpoint(path, APNet(TINY), card)
+    return path
+
+
+@pytest.mark.parametrize("config", [MEL_22K, MEL_16K], ids=["22k", "16k"])
+def test_filterbank_equals_librosa_slaney(config):
+    librosa = pytest.importorskip("librosa")
+    expected = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                                   fmin=config.fmin, fmax=config.fmax, htk=False, norm="slaney")
+    np.testing.assert_allclose(mel_filterbank(config).numpy(), expected, atol=1e-6, rtol=0)
+
+
+def test_log_mel_matches_a_librosa_computation():
+    librosa = pytest.importorskip("librosa")
+    wave = speech_like()
+    spectrum = librosa.stft(wave, n_fft=1024, hop_length=256, win_length=1024, window="hann", center=True,
+                            pad_mode="reflect")
+    magnitude = np.sqrt(np.abs(spectrum) ** 2 + 1e-9)
+    fbank = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0, fmax=8000)
+    expected = np.log(np.maximum(fbank @ magnitude, 1e-5))
+    ours = log_mel(torch.from_numpy(wave)[None], MEL_22K)[0].numpy()
+    assert ours.shape == expected.shape == (80, len(wave) // 256 + 1)
+    np.testing.assert_allclose(ours, expected, atol=2e-4)
+
+
+def test_paper_configuration_and_shapes():
+    model = APNet(apnet_paper_16k())
+    assert count_parameters(model) == 72_191_494  # 72.19 M, as measured on the upstream module
+    with torch.no_grad():
+        logamp, phase, real, imag, wave = APNet(TINY)(torch.randn(2, 80, 50))
+    assert logamp.shape == phase.shape == real.shape == (2, 513, 50)
+    assert wave.shape == (2, 49 * 256)
+    assert float(phase.abs().max()) <= math.pi + 1e-6
+
+
+def test_upstream_weight_norm_keys_map_onto_ours():
+    ours = set(APNet(TINY).state_dict())
+    upstream = {k.replace(".parametrizations.weight.original0", ".weight_g")
+                 .replace(".parametrizations.weight.original1", ".weight_v") for k in ours}
+    assert {apnet_key_map(k) for k in upstream} == ours
+
+
+def test_chunked_vocoding_equals_one_pass(tiny_vocoder):
+    pipeline = VocoderPipeline.from_checkpoint(tiny_vocoder, chunk_frames=64)
+    mel = np.random.default_rng(1).normal(-5, 2, (80, 301)).astype(np.float32)
+    chunked = pipeline(mel)
+    with torch.no_grad():
+        full = pipeline.model(torch.from_numpy(mel)[None])[4][0].numpy()
+    assert chunked.shape == full.shape == (300 * 256,)
+    np.testing.assert_allclose(chunked, full, atol=1e-5)
+
+
+def test_mel_checks_name_the_problem():
+    good = np.full((80, 20), -5.0, dtype=np.float32)
+    assert check_mel(good, MEL_22K).shape == (80, 20)
+    cases = [(good.T, "looks like \\[frames, n_mels\\]"), (np.full((100, 20), -5.0), "100 mel bands"),
+             (np.abs(good), "linear"), (good - 20, "below log"), (good[:, :1], "at least 2")]
+    for mel, message in cases:
+        with pytest.raises(InputError, match=message):
+            check_mel(mel, MEL_22K, "x.npy")
+
+
+def test_read_mel_rejects_bad_files(tmp_path):
+    for name, array, message in [("empty.npy", np.zeros((80, 0), np.float32), "empty"),
+                                 ("nan.npy", np.full((80, 4), np.nan, np.float32), "NaN"),
+                                 ("flat.npy", np.zeros(80, np.float32), "2-D"),
+                                 ("cube.npy", np.zeros((2, 80, 4), np.float32), "2-D")]:
+        np.save(tmp_path / name, array)
+        with pytest.raises(InputError, match=message):
+            read_mel(tmp_path / name)
+    sf.write(tmp_path / "speech.wav", speech_like(0.2), 22050)
+    with pytest.raises(InputError, match="audio file, not a mel"):
+        read_mel(tmp_path / "speech.wav")
+
+
+def test_losses_behave_as_defined():
+    wave = torch.from_numpy(speech_like(0.5)[:43 * 256])[None]  # a whole number of hops: ISTFT gives it back
+    target = L.targets(wave, MEL_22K)
+    shifted = L.phase_losses(target["phase"] + 2 * math.pi, target["phase"])
+    assert all(abs(float(v) + 1.0) < 1e-5 for v in shifted.values())  # anti-wrapping: 2*pi costs nothing
+    spectrum = stft(wave, MEL_22K)
+    assert float(L.consistency_loss(spectrum.real, spectrum.imag, MEL_22K)) < 1e-6
+    noisy = L.consistency_loss(spectrum.real + torch.randn_like(spectrum.real), spectrum.imag, MEL_22K)
+    assert float(noisy) > 0.1
+
+
+def test_metrics_and_griffin_lim_baseline():
+    wave = speech_like(1.5)
+    perfect = score_pair(wave, wave, MEL_22K)
+    assert perfect["lsd_db"] == 0 and perfect["mcd_db"] == 0 and perfect["stoi"] > 0.999
+    mel = log_mel(torch.from_numpy(wave)[None], MEL_22K)[0].numpy()
+    baseline = griffin_lim(mel, MEL_22K, length=len(wave))
+    scores = score_pair(baseline, wave, MEL_22K)
+    assert baseline.shape == wave.shape and scores["lsd_db"] > 1 and 0 < scores["stoi"] < 1
+
+
+def test_training_writes_a_loadable_checkpoint(tmp_path):
+    from mis.models.discriminators import DiscriminatorConfig
+    from mis.pipelines.vocoder.train import VocoderTrainOptions, train_vocoder
+
+    clips = []
+    for i in range(3):
+        clips.append(tmp_path / f"clip{i}.wav")
+        sf.write(clips[-1], speech_like(1.0, seed=i), 22050)
+    options = VocoderTrainOptions(out=tmp_path / "run", network=TINY, steps=2, batch_size=2, segment=2048,
+                                  val_files=1, validate_every=1, progress=False,
+                                  discriminator=DiscriminatorConfig(channels=4, scale_channels=8))
+    result = train_vocoder(clips, options)
+    card = read_card(result["checkpoint"])
+    assert card["training"]["held_out_files"] == ["clip2.wav"] and card["metrics"]["val_lsd"] > 0
+    assert VocoderPipeline.from_checkpoint(result["checkpoint"])(np.full((80, 10), -5.0, np.float32)).shape == (2304,)
+
+
+def test_cli_mel_then_vocode_and_bad_inputs(tiny_vocoder, tmp_path):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech_like(0.6, rate=16000), 16000)  # another rate: `mis mel` resamples
+    result = runner.invoke(app, ["mel", str(wav), "--model", str(tiny_vocoder), "-o", str(tmp_path / "mels")])
+    assert result.exit_code == 0, result.output
+    mel = np.load(tmp_path / "mels" / "speech_mel.npy")
+    assert mel.shape == (80, int(0.6 * 22050) // 256 + 1)
+    bad = tmp_path / "mels" / "transposed.npy"
+    np.save(bad, mel.T.copy())
+    out = tmp_path / "wavs"
+    result = runner.invoke(app, ["--json", "vocode", str(tmp_path / "mels"), "--model", str(tiny_vocoder), "-o",
+                                 str(out)])
+    assert result.exit_code == 1
+    items = {Path(i["source"]).name: i for i in json.loads(result.stdout)["items"]}
+    assert items["speech_mel.npy"]["status"] == "done" and "transpose" in items["transposed.npy"]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["speech_mel.wav"]  # no partial output for the bad one
+    samples, rate = sf.read(out / "speech_mel.wav")
+    assert rate == 22050 and len(samples) == (mel.shape[1] - 1) * 256
+
+
+def test_real_speech_round_trip_through_mel_keeps_shape(tiny_vocoder, tmp_path):
+    clip = shared_file("audio/ljspeech_22k/LJ001-0001.wav")
+    result = runner.invoke(app, ["mel", str(clip), "--model", str(tiny_vocoder), "-o", str(tmp_path / "m.npy")])
+    assert result.exit_code == 0, result.output
+    mel = np.load(tmp_path / "m.npy")
+    info = sf.info(str(clip))
+    assert mel.shape == (80, info.frames // 256 + 1) and mel.min() >= math.log(1e-5) - 1e-6
