@@ -16,6 +16,11 @@ Battery (synthetic LFP-like cells from :mod:`mis.pipelines.battery.synthetic`, l
 
 * ``battery/synthetic_cells.npz``       3 cells, cycles 2..100 in the MIT Q(V) NPZ layout, with life
 * ``battery/synthetic_arbin.csv``       one cell's first 40 cycles as a raw Arbin-style export
+
+Audio (synthetic vowel-like speech from :mod:`mis.pipelines.vocoder.synthetic`, seed 7, 2 s, 22.05 kHz):
+
+* ``audio/synthetic_vowels.wav``        16-bit WAV
+* ``audio/synthetic_vowels.npy``        its log-mel [80, frames] in the HiFi-GAN/APNet 22.05 kHz convention
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ except ImportError:  # running from a source checkout without an installed packa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from mis.pipelines.ct_segmentation.phantom import PHANTOM_LABELS, Phantom, make_phantom
 from mis.pipelines.battery.synthetic import as_npz_arrays, synthetic_cell, write_arbin_csv  # noqa: E402
+from mis.pipelines.vocoder.synthetic import synthetic_speech  # noqa: E402
 
 BATTERY_SEEDS = (101, 202, 303)
 
@@ -83,7 +89,25 @@ def write_samples(out: Path) -> list[Path]:
     _save(_nifti(_hu_int16(ph), ph.affine, "mis synthetic CT phantom seed 777, oblique LPS (HU)"), p)
     written.append(p)
     written += write_battery_samples(out)
+    written += write_audio_samples(out)
     return written
+
+
+def write_audio_samples(out: Path) -> list[Path]:
+    import soundfile as sf
+    import torch
+
+    from mis.pipelines.vocoder.mel import MEL_22K, log_mel
+
+    folder = out / "audio"
+    folder.mkdir(parents=True, exist_ok=True)
+    speech = synthetic_speech(2.0, MEL_22K.sample_rate, seed=7)
+    wav = folder / "synthetic_vowels.wav"
+    sf.write(str(wav), speech, MEL_22K.sample_rate, subtype="PCM_16")
+    samples, _ = sf.read(str(wav), dtype="float32")  # the mel of what the WAV holds (16-bit)
+    mel = folder / "synthetic_vowels.npy"
+    np.save(mel, log_mel(torch.from_numpy(samples)[None], MEL_22K)[0].numpy())
+    return [wav, mel]
 
 
 def write_battery_samples(out: Path) -> list[Path]:

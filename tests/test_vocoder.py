@@ -181,3 +181,24 @@ def test_real_speech_round_trip_through_mel_keeps_shape(tiny_vocoder, tmp_path):
     mel = np.load(tmp_path / "m.npy")
     info = sf.info(str(clip))
     assert mel.shape == (80, info.frames // 256 + 1) and mel.min() >= math.log(1e-5) - 1e-6
+
+
+def test_upstream_style_checkpoint_imports_and_vocodes_identically(tmp_path):
+    torch.manual_seed(3)
+    original = APNet(TINY).eval()
+    upstream = {k.replace(".parametrizations.weight.original0", ".weight_g")
+                 .replace(".parametrizations.weight.original1", ".weight_v"): v
+                for k, v in original.state_dict().items()}
+    source = tmp_path / "g_00001000"
+    torch.save({"generator": upstream}, source)
+    target = tmp_path / "imported.safetensors"
+    result = runner.invoke(app, ["models", "import", str(source), "--task", "vocoder", "-o", str(target),
+                                 "--config", json.dumps({"asp_channels": 16, "psp_channels": 16, "hop_length": 256,
+                                                         "win_length": 1024})])
+    assert result.exit_code == 0, result.output
+    pipeline = VocoderPipeline.from_checkpoint(target)
+    assert pipeline.mel_config.hop_length == 256 and pipeline.mel_config.sample_rate == 22050
+    mel = np.random.default_rng(2).normal(-5, 2, (80, 40)).astype(np.float32)
+    with torch.no_grad():
+        expected = original(torch.from_numpy(mel)[None])[4][0].numpy()
+    np.testing.assert_allclose(pipeline(mel), expected, atol=1e-5)

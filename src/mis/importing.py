@@ -26,16 +26,37 @@ class KeyMap:
     strip_prefixes: tuple[str, ...] = ("module.", "_orig_mod.")   # DataParallel / torch.compile wrappers
     renames: tuple[tuple[str, str], ...] = ()                      # (upstream prefix, our prefix)
     drop_prefixes: tuple[str, ...] = ()                            # upstream tensors we do not use
+    suffix_renames: tuple[tuple[str, str], ...] = ()               # (upstream suffix, our suffix)
 
 
 # PCT-Net module names follow MIS-FM `net/pct_net.py`, so the map is the identity after unwrapping
 # (documented in docs/pctnet_keymap.md).
-KEY_MAPS: dict[str, KeyMap] = {"pctnet": KeyMap()}
+# APNet module names follow upstream `models.py`; upstream used torch.nn.utils.weight_norm
+# (weight_g, weight_v), we use torch's weight-norm parametrization.
+KEY_MAPS: dict[str, KeyMap] = {
+    "pctnet": KeyMap(),
+    "apnet": KeyMap(suffix_renames=((".weight_g", ".parametrizations.weight.original0"),
+                                    (".weight_v", ".parametrizations.weight.original1"))),
+}
 
 
 # Constructor defaults for imported weights, per family: the released MIS-FM CT10k PCT-Net is the
 # 5-class Volume Fusion model with 64x128x128 patches.
-IMPORT_DEFAULTS: dict[str, dict] = {"pctnet": {"class_num": 5, "input_size": [64, 128, 128]}}
+# Upstream APNet (YangAi520/APNet) is the 16 kHz model: n_fft 1024, hop 80, win 320.
+IMPORT_DEFAULTS: dict[str, dict] = {"pctnet": {"class_num": 5, "input_size": [64, 128, 128]},
+                                    "apnet": {"hop_length": 80, "win_length": 320}}
+
+
+def default_preprocessing(family: str, config: dict) -> dict:
+    """What the card needs besides the network: for a vocoder, the mel convention of its config."""
+    if family != "apnet":
+        return {}
+    from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K
+
+    base = MEL_16K if (config["hop_length"], config["win_length"]) == (80, 320) else MEL_22K
+    mel = {**base.to_dict(), "n_fft": config["n_fft"], "hop_length": config["hop_length"],
+           "win_length": config["win_length"], "n_mels": config["n_mels"]}
+    return {"mel": mel}
 
 
 def default_config(family: str) -> dict:
@@ -78,6 +99,10 @@ def map_keys(state: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch
         for old, new in key_map.renames:
             if name.startswith(old):
                 name = new + name[len(old):]
+                break
+        for old, new in key_map.suffix_renames:
+            if name.endswith(old):
+                name = name[: -len(old)] + new
                 break
         mapped[name] = tensor
     return mapped

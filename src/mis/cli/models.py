@@ -62,9 +62,10 @@ def import_model(
     """Import upstream weights (torch.load with weights_only=True, explicit key map, strict load).
 
     Example, the MIS-FM CT10k PCT-Net: `mis models import pctnet_ct10k_volf.pt -o pctnet_ct10k.safetensors
-    --config '{"class_num": 5, "input_size": [64,128,128]}'`."""
+    --config '{"class_num": 5, "input_size": [64,128,128]}'`. Upstream APNet (16 kHz):
+    `mis models import g_02030000 --task vocoder -o apnet_16k.safetensors`."""
     from mis.errors import UsageError
-    from mis.importing import default_config, import_checkpoint
+    from mis.importing import default_config, default_preprocessing, import_checkpoint
     from mis.registry import task_entry
 
     entry = task_entry(task)
@@ -75,7 +76,8 @@ def import_model(
         raise UsageError(f"--config/--labels must be JSON objects ({exc})") from None
     base = default_config(entry.family)
     base.update(overrides)
-    card = import_checkpoint(source, output, family=entry.family, task=task, config=base, labels=names, half=half)
+    card = import_checkpoint(source, output, family=entry.family, task=task, config=base, labels=names, half=half,
+                             preprocessing=default_preprocessing(entry.family, base))
     if runtime_of(ctx).json:
         print_json({"output": str(output), "sha256": card["sha256"]})
     else:
