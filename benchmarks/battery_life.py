@@ -31,7 +31,8 @@ def score(pipeline: BatteryLifePipeline, cells) -> dict[str, tuple[float, float,
     out = {}
     for split in ("train", "test1"):
         chosen = [c for c in cells if c.split == split]
-        arrays = stack_cells(chosen, pipeline.n_cycles, pipeline.voltage, pipeline.curve_points)
+        arrays = stack_cells(chosen, pipeline.n_cycles, pipeline.voltage, pipeline.curve_points, pipeline.channels,
+                             pipeline.extra_summary)
         fpnn, variance = pipeline(arrays.curves, arrays.summary)
         out[split] = (*rmse_mape(variance, arrays.life), *rmse_mape(fpnn, arrays.life))
     return out

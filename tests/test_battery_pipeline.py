@@ -129,3 +129,28 @@ def test_cli_train_then_evaluate(tmp_path):
     splits = json.loads(result.stdout)["splits"]
     assert splits["train"]["cells"] == 8 and splits["test1"]["cells"] == 4 and splits["all"]["cells"] == 12
     assert splits["test1"]["variance_rmse"] > 0
+
+
+def test_temperature_and_charge_time_from_raw_exports(tmp_path):
+    from mis.models.fpnn import FPNNConfig
+    from mis.pipelines.battery.synthetic import write_arbin_csv
+    from mis.pipelines.battery.train import BatteryTrainOptions, train_battery
+
+    cells = []
+    for seed in range(6):
+        path = tmp_path / f"arbin{seed}.csv"
+        write_arbin_csv(synthetic_cell(seed, n_cycles=12), path, points=120)
+        cell = read_cells(path)[0]
+        cell.cycle_life = synthetic_cell(seed, n_cycles=12).cycle_life
+        cells.append(cell)
+    options = BatteryTrainOptions(out=tmp_path / "run", n_cycles=12, members=1, steps=2, batch_size=3,
+                                  temperature=True, charge_time=True, config=FPNNConfig(channels=4, hidden=8),
+                                  progress=False)
+    checkpoint = train_battery(cells, options)["checkpoint"]
+    card = read_card(checkpoint)
+    assert card["preprocessing"]["channels"][-1] == "temperature" and card["config"]["in_channels"] == 4
+    assert card["preprocessing"]["summary_features"][-1] == "charge_time_s"
+    pipeline = BatteryLifePipeline.from_checkpoint(checkpoint)
+    rows = pipeline.predict_cells(cells[:2] + [synthetic_cell(9, n_cycles=12)])  # the last has no temperature
+    assert rows[0].error is None and rows[1].error is None
+    assert "uses temperature" in rows[2].error

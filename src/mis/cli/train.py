@@ -68,6 +68,9 @@ def train_battery(
     lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine decay)"),
     inception_blocks: int = typer.Option(2, "--inception-blocks", min=1, max=4,
                                          help="Number of InceptionBlocks (FPNN's NOI)"),
+    temperature: bool = typer.Option(False, "--temperature", help="Add the T(V) channel (raw Arbin/Maccor or BEEP "
+                                     "data with temperature)"),
+    charge_time: bool = typer.Option(False, "--charge-time", help="Add the mean charge time of cycles 2-6"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the members' last checkpoints"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -86,6 +89,7 @@ def train_battery(
     options = BatteryTrainOptions(
         out=out, n_cycles=cycles, members=members, steps=steps, batch_size=batch, lr=lr,
         split=None if split == "all" else split, config=FPNNConfig(num_inception_blocks=inception_blocks),
+        temperature=temperature, charge_time=charge_time,
         seed=runtime.seed, device=runtime.device if runtime.device != "auto" else "cpu",
         precision="fp32" if runtime.precision in ("auto", "fp32") else runtime.precision, resume=resume, half=half,
         progress=not (runtime.quiet or runtime.json))

@@ -26,6 +26,10 @@ FIRST_CYCLE = 2
 SUMMARY_NAMES = ("log10_var_dq", "log10_abs_min_dq", "q_cycle2", "q_max_minus_q2", "q_last_minus_qmax",
                  "q_slope_mah_per_cycle")
 CHANNEL_NAMES = ("q", "delta_q", "dqdv")
+# Used when the model was trained with them (`mis train battery --temperature --charge-time`) and the
+# source has them (raw Arbin/Maccor exports, BEEP files with temperature); the MIT Q(V) files have neither.
+OPTIONAL_CHANNELS = ("temperature",)        # T(V) on the same voltage bins, degC
+OPTIONAL_SUMMARY = ("charge_time_s",)       # mean charge duration of cycles 2..6, seconds
 # A curve is a glitch when it leaves [-0.1 Ah, 1.3 x nominal] (the six known MIT cases reach -9.7 and 48.8 Ah).
 GLITCH_LOW_AH = -0.1
 GLITCH_HIGH_FACTOR = 1.3
@@ -45,6 +49,8 @@ class CellWindow:
     cycles: np.ndarray      # [T] = 2..N
     qd: np.ndarray          # [T, P]
     warnings: list[str]
+    temperature: np.ndarray | None = None   # [T, P] when the source has T(V)
+    charge_time: np.ndarray | None = None   # [T] seconds (NaN where unknown) when the source has it
 
 
 def nominal_capacity(cell: Cell) -> float:
@@ -82,7 +88,16 @@ def cell_window(cell: Cell, n_cycles: int, voltage: np.ndarray) -> CellWindow:
     if np.isnan(qd).all(axis=1).sum() > MAX_MISSING_FRACTION * len(wanted):
         raise InputError(cell.source, f"{cell.name}: too many missing or corrupted cycles in 2..{n_cycles}")
     qd = _fill_rows(qd)
-    return CellWindow(name=cell.name, cycles=wanted, qd=qd, warnings=warnings)
+    temperature = None
+    if cell.temperature is not None:
+        temperature = np.full((len(wanted), len(voltage)), np.nan)
+        temperature[have] = cell.temperature[np.searchsorted(cell.cycles, wanted[have])]
+        temperature = _fill_rows(temperature) if not np.isnan(temperature).all() else None
+    charge_time = None
+    if cell.charge_time:
+        charge_time = np.array([cell.charge_time.get(int(c), np.nan) for c in wanted])
+    return CellWindow(name=cell.name, cycles=wanted, qd=qd, warnings=warnings, temperature=temperature,
+                      charge_time=charge_time)
 
 
 def _check_grid(cell: Cell, voltage: np.ndarray) -> None:
@@ -128,13 +143,17 @@ def _ranges(values: np.ndarray) -> str:
 CURVE_POINTS = 250
 
 
-def curves(window: CellWindow, voltage: np.ndarray, n_cycles: int, points: int = CURVE_POINTS) -> np.ndarray:
-    """[3, T, points] float32: Q, dQ to the reference cycle, dQ/dV, on `points` voltage bins."""
+def curves(window: CellWindow, voltage: np.ndarray, n_cycles: int, points: int = CURVE_POINTS,
+           channels: tuple[str, ...] = CHANNEL_NAMES) -> np.ndarray:
+    """[C, T, points] float32: Q, dQ to the reference cycle, dQ/dV (and T(V)), on `points` voltage bins."""
     qd = bin_points(window.qd, points)
     reference = qd[reference_cycle(n_cycles) - FIRST_CYCLE]
     binned_voltage = bin_points(np.asarray(voltage, dtype=np.float64), points)
     smooth = max(3, 9 * points // len(voltage)) | 1  # about a 13 mV box on the MIT grid
-    return np.stack([qd, qd - reference[None], dq_dv(qd, binned_voltage, smooth)]).astype(np.float32)
+    stack = [qd, qd - reference[None], dq_dv(qd, binned_voltage, smooth)]
+    if "temperature" in channels:
+        stack.append(bin_points(window.temperature, points))  # the caller checked it exists
+    return np.stack(stack).astype(np.float32)
 
 
 def bin_points(values: np.ndarray, points: int) -> np.ndarray:
@@ -156,21 +175,24 @@ def dq_dv(qd: np.ndarray, voltage: np.ndarray, smooth: int = 9) -> np.ndarray:
     return -np.gradient(smoothed, voltage, axis=-1)
 
 
-def summary_features(window: CellWindow, n_cycles: int) -> np.ndarray:
-    """The 6 per-cell scalars named in SUMMARY_NAMES (float64)."""
+def summary_features(window: CellWindow, n_cycles: int, extra: tuple[str, ...] = ()) -> np.ndarray:
+    """The 6 per-cell scalars named in SUMMARY_NAMES (float64), then those of `extra` that are requested."""
     qd = window.qd
     delta = qd[-1] - qd[reference_cycle(n_cycles) - FIRST_CYCLE]
     capacity = qd[:, -1]
     half = len(capacity) // 2
     slope = np.polyfit(window.cycles[half:], capacity[half:], 1)[0] if len(capacity) - half >= 2 else 0.0
-    return np.array([
+    values = [
         np.log10(max(np.var(delta), 1e-12)),
         np.log10(max(abs(delta.min()), 1e-9)),
         capacity[0],
         capacity.max() - capacity[0],
         capacity[-1] - capacity.max(),
         1000.0 * slope,
-    ])
+    ]
+    if "charge_time_s" in extra:
+        values.append(float(np.nanmean(window.charge_time[:5])))  # the caller checked it exists
+    return np.array(values)
 
 
 def variance_feature(window: CellWindow, n_cycles: int) -> float:

@@ -11,6 +11,7 @@ from mis.checkpoints import load_checkpoint
 from mis.errors import CheckpointError, InputError
 from mis.io.battery import Cell
 from mis.pipelines.battery.baseline import VarianceModel
+from mis.pipelines.battery.features import CHANNEL_NAMES, OPTIONAL_SUMMARY
 from mis.pipelines.battery.preprocess import Normalizer, cell_arrays
 from mis.runtime.config import RuntimeConfig
 from mis.runtime.device import resolve_device
@@ -44,6 +45,8 @@ class BatteryLifePipeline:
         grid = pre["voltage_grid"]
         self.voltage = np.linspace(grid["start"], grid["stop"], int(grid["points"]))
         self.curve_points = int(pre.get("curve_points", len(self.voltage)))
+        self.channels = tuple(pre.get("channels", CHANNEL_NAMES))
+        self.extra_summary = tuple(n for n in pre.get("summary_features", ()) if n in OPTIONAL_SUMMARY)
         self.normalizer = Normalizer.from_dict(pre["normalizer"])
         self.baseline = VarianceModel.from_dict(card["extra"]["baseline"])
 
@@ -71,7 +74,8 @@ class BatteryLifePipeline:
         for cell in cells:
             row = CellPrediction(cell.name, cell.source, observed=cell.cycle_life, split=cell.split)
             try:
-                cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage, self.curve_points)
+                cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage, self.curve_points,
+                                                             self.channels, self.extra_summary)
             except InputError as exc:
                 row.error = str(exc)
             else:

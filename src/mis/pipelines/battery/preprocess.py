@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mis.io.battery import Cell
-from mis.pipelines.battery.features import CURVE_POINTS, cell_window, curves, summary_features, with_grid
+from mis.errors import InputError
+from mis.pipelines.battery.features import (CHANNEL_NAMES, CURVE_POINTS, cell_window, curves, summary_features,
+                                            with_grid)
 
 
 @dataclass
@@ -30,16 +32,24 @@ class BatteryArrays:
         return len(self.names)
 
 
-def cell_arrays(cell: Cell, n_cycles: int, voltage: np.ndarray,
-                points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One cell -> (curves [3, T, points], summary [S], warnings). Raises InputError for unusable cells."""
+def cell_arrays(cell: Cell, n_cycles: int, voltage: np.ndarray, points: int = CURVE_POINTS,
+                channels: tuple[str, ...] = CHANNEL_NAMES,
+                extra_summary: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One cell -> (curves [C, T, points], summary [S], warnings). Raises InputError for unusable cells."""
     window = cell_window(with_grid(cell, voltage), n_cycles, voltage)
-    return curves(window, voltage, n_cycles, points), summary_features(window, n_cycles), window.warnings
+    if "temperature" in channels and window.temperature is None:
+        raise InputError(cell.source, f"{cell.name}: the model uses temperature T(V) and this source has none")
+    if "charge_time_s" in extra_summary and (window.charge_time is None
+                                             or np.isnan(window.charge_time[:5]).all()):
+        raise InputError(cell.source, f"{cell.name}: the model uses the charge time and this source has none")
+    return (curves(window, voltage, n_cycles, points, channels), summary_features(window, n_cycles, extra_summary),
+            window.warnings)
 
 
-def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray, points: int = CURVE_POINTS) -> BatteryArrays:
+def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray, points: int = CURVE_POINTS,
+                channels: tuple[str, ...] = CHANNEL_NAMES, extra_summary: tuple[str, ...] = ()) -> BatteryArrays:
     """Every cell must be usable (training/evaluation); prediction handles cells one by one instead."""
-    parts = [cell_arrays(cell, n_cycles, voltage, points) for cell in cells]
+    parts = [cell_arrays(cell, n_cycles, voltage, points, channels, extra_summary) for cell in cells]
     return BatteryArrays(
         names=[c.name for c in cells], sources=[c.source for c in cells],
         curves=np.stack([p[0] for p in parts]), summary=np.stack([p[1] for p in parts]),

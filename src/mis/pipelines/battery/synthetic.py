@@ -89,11 +89,11 @@ def write_arbin_csv(cell: Cell, path: Path, points: int = 400) -> None:
         charge = np.interp(volts[::-1], cell.voltage[::-1], curve[::-1])[::-1]
         for v, q in zip(volts, charge):
             time += 5
-            rows.append((time, cycle, -4.4, v, q, 31.0))
+            rows.append((time, cycle, -4.4, v, q, 30.0 + 4.0 * q + 0.01 * cycle))  # warms up as it discharges
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("Data_Point,Test_Time,Cycle_Index,Current,Voltage,Discharge_Capacity,Temperature\n")
         for i, (t, c, a, v, q, temp) in enumerate(rows):
-            handle.write(f"{i},{t:.1f},{c},{a},{v:.5f},{q:.6f},{temp}\n")
+            handle.write(f"{i},{t:.1f},{c},{a},{v:.5f},{q:.6f},{temp:.3f}\n")
 
 
 def write_maccor_text(cell: Cell, path: Path, points: int = 400) -> None:

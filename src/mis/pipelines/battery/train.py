@@ -21,6 +21,14 @@ from mis.io.battery import MIT_VOLTAGE_GRID, Cell
 from mis.models.fpnn import FPNN, FPNNConfig, FPNNEnsemble
 from mis.pipelines.battery.baseline import VarianceModel, rmse_mape
 from mis.pipelines.battery.features import CHANNEL_NAMES, SUMMARY_NAMES, reference_cycle
+
+
+def channels_of(options: "BatteryTrainOptions") -> tuple[str, ...]:
+    return CHANNEL_NAMES + (("temperature",) if options.temperature else ())
+
+
+def extra_summary_of(options: "BatteryTrainOptions") -> tuple[str, ...]:
+    return ("charge_time_s",) if options.charge_time else ()
 from mis.pipelines.battery.preprocess import BatteryArrays, Normalizer, stack_cells
 from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, build_optimizer
 
@@ -39,6 +47,8 @@ class BatteryTrainOptions:
     curve_noise: float = 0.05      # std of Gaussian noise on standardised curves
     summary_noise: float = 0.05    # ... and on standardised summary features
     split: str | None = "train"    # train on cells with this split label (None: all cells)
+    temperature: bool = False      # add the T(V) channel (sources with temperature only)
+    charge_time: bool = False      # add the charge-time summary feature (sources with it only)
     config: FPNNConfig = field(default_factory=FPNNConfig)
     seed: int = 0
     device: str = "cpu"
@@ -124,8 +134,8 @@ def battery_card(config: FPNNConfig, normalizer: Normalizer, baseline: VarianceM
     preprocessing = {
         "n_cycles": options.n_cycles, "first_cycle": 2, "reference_cycle": reference_cycle(options.n_cycles),
         "voltage_grid": {"start": float(voltage[0]), "stop": float(voltage[-1]), "points": int(len(voltage))},
-        "channels": list(CHANNEL_NAMES), "curve_points": int(config.n_points),
-        "summary_features": list(SUMMARY_NAMES),
+        "channels": list(channels_of(options)), "curve_points": int(config.n_points),
+        "summary_features": list(SUMMARY_NAMES + extra_summary_of(options)),
         "normalizer": normalizer.to_dict(), "target": "log10 cycle life (first cycle below 80 % of nominal)",
     }
     training = {
@@ -142,7 +152,8 @@ def train_battery(cells: list[Cell], options: BatteryTrainOptions,
                   log: Callable[[str], None] = lambda _: None) -> dict:
     voltage = MIT_VOLTAGE_GRID if not cells else cells[0].voltage
     chosen = training_cells(cells, options.split)
-    arrays = stack_cells(chosen, options.n_cycles, voltage)
+    arrays = stack_cells(chosen, options.n_cycles, voltage, channels=channels_of(options),
+                         extra_summary=extra_summary_of(options))
     for warning in arrays.warnings:
         log(f"warning: {warning}")
     log(f"training on {len(arrays)} cells, N = {options.n_cycles} cycles, {options.members} member(s)")
