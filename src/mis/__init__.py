@@ -25,6 +25,10 @@ _LAZY = {
     "make_phantom": "mis.pipelines.ct_segmentation.phantom",
     "BatteryLifePipeline": "mis.pipelines.battery.pipeline",
     "read_cells": "mis.io.battery",
+    "VocoderPipeline": "mis.pipelines.vocoder.pipeline",
+    "read_audio": "mis.io.audio",
+    "read_mel": "mis.io.audio",
+    "write_wav": "mis.io.audio",
 }
 
 __all__ = ["__version__", "default_checkpoint", *_LAZY]

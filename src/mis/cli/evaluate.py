@@ -107,7 +107,7 @@ def evaluate_vocoder(
     def cell(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    rows = [[system, cell(m["lsd_db"]), cell(m["mcd_db"]), cell(m["f0_rmse_cents"], 0), cell(m["pesq_wb"]),
-             cell(m["stoi"], 3)] for system, m in report["mean"].items()]
-    print_table(f"Copy synthesis of {len(report['cases'])} file(s), mean", ["system", "LSD dB", "MCD dB",
-                "F0 RMSE cents", "PESQ wb", "STOI"], rows)
+    rows = [[system, cell(m["lsd_db"]), cell(m["lsd_mel_band_db"]), cell(m["mcd_db"]), cell(m["f0_rmse_cents"], 0),
+             cell(m["pesq_wb"]), cell(m["stoi"], 3)] for system, m in report["mean"].items()]
+    print_table(f"Copy synthesis of {len(report['cases'])} file(s), mean", ["system", "LSD dB", "LSD 0-fmax dB",
+                "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"], rows)

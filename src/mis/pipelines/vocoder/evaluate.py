@@ -1,6 +1,8 @@
 """Vocoder metrics and the Griffin-Lim baseline, on the same mels.
 
-- LSD: log-spectral distance in dB, mean over frames of sqrt(mean over bins of (10 log10 |X|^2/|Y|^2)^2).
+- LSD: log-spectral distance in dB, mean over frames of sqrt(mean over bins of (10 log10 |X|^2/|Y|^2)^2),
+  over all bins and over the mel band only (0..fmax: Griffin-Lim from an 0-8 kHz mel has no energy above
+  fmax, which alone makes its full-band LSD large).
 - MCD: mel-cepstral distortion in dB over cepstra 1..12 of the natural-log mel (DCT-II, orthonormal),
   (10 / ln 10) sqrt(2 sum (c - c')^2), mean over frames (time-aligned signals, no DTW).
 - F0 RMSE in cents on frames voiced in both signals (torchaudio's NCCF pitch detector; a frame is
@@ -29,9 +31,13 @@ def _aligned(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[:n].astype(np.float32), b[:n].astype(np.float32)
 
 
-def log_spectral_distance(generated: np.ndarray, reference: np.ndarray, config: MelConfig) -> float:
+def log_spectral_distance(generated: np.ndarray, reference: np.ndarray, config: MelConfig,
+                          max_hz: float | None = None) -> float:
+    """LSD in dB over all bins, or over the bins up to `max_hz` (e.g. the mel's fmax)."""
     generated, reference = _aligned(generated, reference)
     spectra = stft(torch.from_numpy(np.stack([generated, reference])), config).abs() ** 2
+    if max_hz is not None:
+        spectra = spectra[:, : int(max_hz / (config.sample_rate / config.n_fft)) + 1]
     log_ratio = 10 * torch.log10((spectra[0] + 1e-10) / (spectra[1] + 1e-10))     # [F, T]
     return float(torch.sqrt((log_ratio ** 2).mean(dim=0)).mean())
 
@@ -106,13 +112,14 @@ def griffin_lim(mel: np.ndarray, config: MelConfig, iterations: int = GRIFFIN_LI
 def score_pair(generated: np.ndarray, reference: np.ndarray, config: MelConfig) -> dict[str, float | None]:
     rate = config.sample_rate
     return {"lsd_db": log_spectral_distance(generated, reference, config),
+            "lsd_mel_band_db": log_spectral_distance(generated, reference, config, config.fmax),
             "mcd_db": mel_cepstral_distortion(generated, reference, config),
             "f0_rmse_cents": f0_rmse_cents(generated, reference, rate),
             "pesq_wb": pesq_wideband(generated, reference, rate),
             "stoi": stoi_score(generated, reference, rate)}
 
 
-METRICS = ("lsd_db", "mcd_db", "f0_rmse_cents", "pesq_wb", "stoi")
+METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "pesq_wb", "stoi")
 
 
 def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dict:
