@@ -202,3 +202,22 @@ def test_upstream_style_checkpoint_imports_and_vocodes_identically(tmp_path):
     with torch.no_grad():
         expected = original(torch.from_numpy(mel)[None])[4][0].numpy()
     np.testing.assert_allclose(pipeline(mel), expected, atol=1e-5)
+
+
+def test_yin_f0_tracks_a_known_pitch_and_agrees_with_librosa():
+    from mis.pipelines.vocoder.evaluate import yin_f0
+
+    rate = 22050
+    t = np.arange(rate) / rate
+    f0 = 150 + 30 * np.sin(2 * np.pi * t)
+    wave = sum(np.sin(k * 2 * np.pi * np.cumsum(f0) / rate) / k for k in (1, 2, 3)).astype(np.float32)
+    ours = yin_f0(wave, rate)
+    centres = np.arange(len(ours)) * 256 + 512
+    truth = f0[centres]
+    assert np.all(ours > 0)
+    assert np.median(np.abs(1200 * np.log2(ours / truth))) < 10
+    assert np.all(yin_f0(0.01 * np.random.default_rng(0).standard_normal(rate), rate)[5:-5] == 0)  # noise: unvoiced
+    librosa = pytest.importorskip("librosa")
+    reference = librosa.yin(wave, fmin=60, fmax=500, sr=rate, frame_length=1024, hop_length=256,
+                            trough_threshold=0.15, center=False)
+    assert np.median(np.abs(1200 * np.log2(ours / reference[:len(ours)]))) < 15
