@@ -102,8 +102,8 @@ def cell_window(cell: Cell, n_cycles: int, voltage: np.ndarray) -> CellWindow:
 
 def _check_grid(cell: Cell, voltage: np.ndarray) -> None:
     if len(cell.cycles) == 0:
-        raise InputError(cell.source, f"{cell.name}: no complete discharge curves (only per-cycle summary data); "
-                         "the model needs Q(V) curves")
+        raise InputError(cell.source, f"{cell.name}: no complete discharge curves in this file (rest, partial or "
+                         "summary data only); the model needs Q(V) curves")
     if len(cell.voltage) != len(voltage) or not np.allclose(cell.voltage, voltage, atol=1e-3):
         raise InputError(cell.source, f"{cell.name}: voltage grid {cell.voltage.max():.2f}->{cell.voltage.min():.2f} V "
                          f"({len(cell.voltage)} points) differs from the model's {voltage.max():.2f}->"
