@@ -105,3 +105,35 @@ def test_bad_inputs_get_one_clear_error(tmp_path):
     beep.write_text(json.dumps({"summary": {"cycle_index": [1, 2]}}))
     with pytest.raises(InputError, match="discharge_capacity"):
         read_cells(beep)
+
+
+def test_beep_interpolated_curves_ordered_by_rising_voltage_read_back(tmp_path):
+    cell = synthetic_cell(4, n_cycles=12)
+    rising = cell.voltage[::-1]
+    table = {"voltage": [], "discharge_capacity": [], "cycle_index": [], "step_type": []}
+    for cycle, curve in zip(cell.cycles, cell.qd):
+        table["voltage"] += rising.tolist()
+        table["discharge_capacity"] += curve[::-1].tolist()
+        table["cycle_index"] += [int(cycle)] * len(rising)
+        table["step_type"] += ["discharge"] * len(rising)
+    document = {"summary": {"cycle_index": cell.cycles.tolist(), "discharge_capacity": cell.qd[:, -1].tolist()},
+                "cycles_interpolated": table, "structuring_parameters": {"v_range": [2.0, 3.5], "resolution": 1000}}
+    path = tmp_path / "beep.json"
+    path.write_text(json.dumps(document))
+    back = read_cells(path)[0]
+    np.testing.assert_allclose(back.qd, cell.qd, atol=1e-6)
+
+
+def test_cells_without_a_life_yet_and_damaged_members(tmp_path):
+    arrays = as_npz_arrays(synthetic_cells(2, n_cycles=12))
+    arrays["cycle_life"] = np.array([np.nan, 800.0])
+    np.savez(tmp_path / "running.npz", **arrays)
+    assert [c.cycle_life for c in read_cells(tmp_path / "running.npz")] == [None, 800]
+    arrays["split"] = np.array(["train"])
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(InputError, match="'split' has shape"):
+        read_cells(tmp_path / "bad.npz")
+    beep = tmp_path / "text.json"
+    beep.write_text(json.dumps({"summary": {"cycle_index": [1, "x"], "discharge_capacity": [1.0, 1.0]}}))
+    with pytest.raises(InputError, match="non-numeric"):
+        read_cells(beep)

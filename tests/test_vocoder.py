@@ -221,3 +221,12 @@ def test_yin_f0_tracks_a_known_pitch_and_agrees_with_librosa():
     reference = librosa.yin(wave, fmin=60, fmax=500, sr=rate, frame_length=1024, hop_length=256,
                             trough_threshold=0.15, center=False)
     assert np.median(np.abs(1200 * np.log2(ours / reference[:len(ours)]))) < 15
+
+
+def test_out_of_range_mels_and_too_short_audio_are_refused(tiny_vocoder, tmp_path):
+    with pytest.raises(InputError, match="mel values reach"):
+        check_mel(np.full((80, 10), 40.0, np.float32) - np.eye(80, 10, dtype=np.float32) * 45, MEL_22K)
+    short = tmp_path / "short.wav"
+    sf.write(short, speech_like(0.01), 22050)
+    result = runner.invoke(app, ["evaluate", "vocoder", str(short), "--model", str(tiny_vocoder)])
+    assert result.exit_code == 1 and "too short" in result.output and "Traceback" not in result.output

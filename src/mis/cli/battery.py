@@ -46,6 +46,8 @@ def predict(
     from mis.pipelines.battery.run import predict_inputs, rows_as_dicts, write_csv
 
     runtime = runtime_of(ctx)
+    if csv_out is not None and csv_out.is_dir():
+        raise UsageError(f"--csv {csv_out} is a folder; give a file name")
     pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
     if cycles is not None and cycles != pipeline.n_cycles:
         raise UsageError(f"the model uses the first {pipeline.n_cycles} cycles, not --cycles {cycles}")
@@ -72,10 +74,14 @@ def _plot_all(cells, rows, n_cycles: int, folder: Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     by_key = {(r.source, r.name): r for r in rows}
+    used: dict[str, int] = {}
     for cell in cells:
         row = by_key[(cell.source, cell.name)]
         if row.error is None:
-            plot_cell(cell, row, n_cycles, folder / f"{cell.name}.png")
+            count = used.get(cell.name, 0)
+            used[cell.name] = count + 1
+            name = cell.name if count == 0 else f"{cell.name}_{count + 1}"  # same cell name in two files
+            plot_cell(cell, row, n_cycles, folder / f"{name}.png")
 
 
 def _report(rows, runtime, n_cycles: int) -> None:

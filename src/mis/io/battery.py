@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,27 +136,43 @@ def _read_mit_npz(path: Path) -> list[Cell]:
         qdlin = np.asarray(data["qdlin"], dtype=np.float64)
         voltage = np.asarray(data["voltage"], dtype=np.float64)
         cycles = np.asarray(data["cycles"], dtype=np.int64)
-    except Exception as exc:
-        raise InputError(path, f"array data is corrupt ({exc})") from None
+        members = {key: np.asarray(data[key]) for key in ("cycle_life", "split", "cell_index", "barcode",
+                                                          "charging_policy", "batch_date") if key in keys}
+    except Exception as exc:  # zlib/zipfile/numpy errors for damaged members
+        raise InputError(path, f"array data is corrupt ({type(exc).__name__}: {exc})") from None
+    if voltage.ndim != 1 or cycles.ndim != 1:
+        raise InputError(path, f"voltage and cycles must be 1-D, got shapes {voltage.shape} and {cycles.shape}")
     if qdlin.ndim != 3 or qdlin.shape[1:] != (len(cycles), len(voltage)):
         raise InputError(path, f"qdlin has shape {qdlin.shape}; expected [cells, {len(cycles)}, {len(voltage)}]")
     if qdlin.shape[0] == 0:
         raise InputError(path, "no cells in the file")
     count = qdlin.shape[0]
-    life = np.asarray(data["cycle_life"]) if "cycle_life" in keys else None
-    split = np.asarray(data["split"]) if "split" in keys else None
-    names = _npz_cell_names(data, keys, count)
+    for key, values in members.items():
+        if values.ndim != 1 or len(values) != count:
+            raise InputError(path, f"'{key}' has shape {values.shape}; expected one value per cell ({count})")
+    life = members.get("cycle_life")
+    split = members.get("split")
+    names = _npz_cell_names(members, set(members), count)
     cells = []
     for i in range(count):
-        meta = {key: str(data[key][i]) for key in ("barcode", "charging_policy", "batch_date") if key in keys}
+        meta = {key: str(members[key][i]) for key in ("barcode", "charging_policy", "batch_date") if key in members}
         qd = qdlin[i]
         cells.append(Cell(
             name=names[i], source=str(path), voltage=voltage, cycles=cycles, qd=qd,
             capacity={int(c): float(q[-1]) for c, q in zip(cycles, qd)},
-            cycle_life=int(life[i]) if life is not None else None,
+            cycle_life=_life_or_none(life[i]) if life is not None else None,
             split=str(split[i]) if split is not None else None,
             nominal_capacity=MIT_NOMINAL_CAPACITY, meta=meta))
     return cells
+
+
+def _life_or_none(value) -> int | None:
+    """A cell still cycling may have no life yet (NaN, negative or 0)."""
+    try:
+        life = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(round(life)) if np.isfinite(life) and life > 0 else None
 
 
 def _npz_cell_names(data, keys: set[str], count: int) -> list[str]:
@@ -168,7 +185,9 @@ def _npz_cell_names(data, keys: set[str], count: int) -> list[str]:
 
 def _read_mit_csv(path: Path) -> Cell:
     try:
-        matrix = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():  # an empty file is reported below, not as a numpy warning
+            warnings.simplefilter("ignore")
+            matrix = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
         raise InputError(path, f"not a numeric Q(V) matrix and no Arbin header ({str(exc).splitlines()[0]})") from None
     if matrix.size == 0:
@@ -222,15 +241,15 @@ def _read_beep_json(path: Path) -> Cell:
     for column in ("cycle_index", "discharge_capacity"):
         if column not in summary:
             raise InputError(path, f"BEEP summary has no '{column}' column")
-    cycle_index = np.asarray(summary["cycle_index"], dtype=np.float64)
-    discharge = np.asarray(summary["discharge_capacity"], dtype=np.float64)
+    cycle_index = _numbers(path, summary["cycle_index"], "cycle_index")
+    discharge = _numbers(path, summary["discharge_capacity"], "discharge_capacity")
     if len(cycle_index) != len(discharge):
         raise InputError(path, "BEEP summary columns have different lengths")
     capacity = {int(c): float(q) for c, q in zip(cycle_index, discharge) if np.isfinite(c) and np.isfinite(q)}
     charge_time = {}
     if "charge_duration" in summary:
-        charge_time = {int(c): float(t) for c, t in zip(cycle_index, summary["charge_duration"])
-                       if t is not None and np.isfinite(t)}
+        durations = _numbers(path, summary["charge_duration"], "charge_duration")
+        charge_time = {int(c): float(t) for c, t in zip(cycle_index, durations) if np.isfinite(c) and np.isfinite(t)}
     parameters = document.get("structuring_parameters") or {}
     nominal = parameters.get("nominal_capacity")
     voltage, cycles, qd, temperature = _beep_discharge_curves(path, document.get("cycles_interpolated") or {},
@@ -238,6 +257,14 @@ def _read_beep_json(path: Path) -> Cell:
     return Cell(name=path.stem, source=str(path), voltage=voltage, cycles=cycles, qd=qd, temperature=temperature,
                 capacity=capacity, charge_time=charge_time, nominal_capacity=float(nominal) if nominal else None,
                 meta={"barcode": str(document.get("barcode", "")), "protocol": str(document.get("protocol", ""))})
+
+
+def _numbers(path: Path, values, name: str) -> np.ndarray:
+    """A JSON column as float64 (null -> NaN); anything else non-numeric is the file's problem."""
+    try:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(path, f"BEEP column '{name}' holds non-numeric values") from None
 
 
 def _beep_discharge_curves(path: Path, table: dict, parameters: dict):
@@ -259,10 +286,12 @@ def _beep_discharge_curves(path: Path, table: dict, parameters: dict):
         charge = columns["discharge_capacity"][rows].astype(np.float64)
         if rows.sum() < 10 or not np.isfinite(charge).any():
             continue  # BEEP leaves NaN rows for incomplete cycles (e.g. the last one)
+        # BEEP orders these rows by voltage (rising), not by time: put them in discharge order first
+        order_falling = np.argsort(-volts, kind="stable")
         cycles.append(int(cycle))
-        curves.append(_on_grid(volts, charge, grid))
+        curves.append(_on_grid(volts[order_falling], charge[order_falling], grid))
         if temps is not None:
-            temp_curves.append(_on_grid(volts, temps[rows], grid))
+            temp_curves.append(_on_grid(volts[order_falling], temps[rows][order_falling], grid))
     if not cycles:
         return empty
     order = np.argsort(cycles)

@@ -29,6 +29,9 @@ def read_all(inputs: list[str]) -> tuple[list[Cell], list[CellPrediction]]:
             cells.extend(read_cells(path))
         except InputError as exc:
             failures.append(CellPrediction(name=Path(path).stem, source=str(path), error=str(exc)))
+        except Exception as exc:  # a reader bug or an exotic file must not lose the other files' rows
+            failures.append(CellPrediction(name=Path(path).stem, source=str(path),
+                                           error=f"{path}: could not be read ({type(exc).__name__}: {exc})"))
     return cells, failures
 
 

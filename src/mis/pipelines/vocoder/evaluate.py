@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from mis.errors import InputError
 from mis.pipelines.vocoder.mel import MelConfig, mel_filterbank, stft
 
 PESQ_RATE = 16000
@@ -172,6 +173,9 @@ def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dic
                                                      config.sample_rate).numpy()
         if seconds:
             samples = samples[: int(seconds * config.sample_rate)]
+        if len(samples) < config.min_samples:
+            raise InputError(path, f"audio too short ({len(samples)} samples at {config.sample_rate} Hz) for "
+                             f"n_fft {config.n_fft}")
         mel = log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy()
         vocoded = pipeline(mel)
         baseline = griffin_lim(mel, config, length=len(samples))

@@ -43,6 +43,11 @@ class MelConfig:
         """The smallest value a mel in this convention can hold."""
         return math.log(self.log_floor)
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest signal the centred (reflect-padded) STFT accepts."""
+        return self.n_fft // 2 + 1
+
     def frames(self, samples: int) -> int:
         return samples // self.hop_length + 1 if self.center else (samples - self.n_fft) // self.hop_length + 1
 

@@ -23,6 +23,8 @@ from mis.runtime.device import resolve_device
 
 TASK = "vocoder"
 DEFAULT_CHUNK_FRAMES = 1024
+# A full-scale sine gives a magnitude mel of about n_fft/4 (log ~ 5.5 for n_fft 1024); 12 leaves a wide margin.
+MAX_LOG_MEL = 12.0
 
 
 def receptive_frames(config: APNetConfig) -> int:
@@ -61,6 +63,9 @@ def check_mel(mel: np.ndarray, config: MelConfig, source: str = "mel") -> np.nda
     if float(mel.min()) >= 0.0 and float(mel.max()) > 0.0:
         raise InputError(source, "mel has no negative values: looks like a linear (not log) mel; this model expects "
                          f"natural-log mels, log(max(mel, {config.log_floor:g}))")
+    if float(mel.max()) > MAX_LOG_MEL:
+        raise InputError(source, f"mel values reach {float(mel.max()):.3g}; a natural-log magnitude mel of audio in "
+                         f"[-1, 1] stays below {MAX_LOG_MEL:g} (another scale, e.g. dB or unnormalised audio?)")
     if float(mel.min()) < floor - 0.05:
         raise InputError(source, f"mel values go down to {float(mel.min()):.2f}, below log({config.log_floor:g}) = "
                          f"{floor:.2f}: another log base, floor or dB scale than this model's natural-log convention")

@@ -41,7 +41,7 @@ def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, ski
         if meta.sample_rate != config.sample_rate:
             samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate,
                                                      config.sample_rate).numpy()
-        if len(samples) < config.n_fft // 2 + 1:
+        if len(samples) < config.min_samples:
             raise InputError(item.source, f"audio too short ({len(samples)} samples) for n_fft {config.n_fft}")
         return samples, meta
 
@@ -74,6 +74,8 @@ def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: i
             with sf.SoundFile(str(tmp), "w", samplerate=pipeline.sample_rate, channels=1, subtype="PCM_16",
                               format="WAV") as handle:
                 for piece in pipeline.stream(mel):
+                    if not np.isfinite(piece).all():  # the atomic write is abandoned: no output file
+                        raise InputError(item.source, "vocoding produced non-finite samples (mel values out of range?)")
                     handle.write(np.clip(piece, -1.0, 1.0))
                     samples += len(piece)
         return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "frames": mel.shape[1]}

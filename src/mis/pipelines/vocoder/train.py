@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mis.checkpoints import build_card, save_checkpoint
-from mis.errors import UsageError
+from mis.errors import InputError, UsageError
 from mis.io.audio import read_audio
 from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
 from mis.models.discriminators import DiscriminatorConfig, Discriminators
@@ -60,6 +60,8 @@ def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
         samples, meta = read_audio(path)
         if meta.sample_rate != sample_rate:
             samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate, sample_rate).numpy()
+        if len(samples) < sample_rate // 4:  # checked up front: validation would fail only after training
+            raise InputError(path, f"clip too short for training ({len(samples) / sample_rate:.2f} s; need 0.25 s)")
         clips.append(samples.astype(np.float32))
     return clips
 
