@@ -37,6 +37,10 @@ class _DeferredModule(types.ModuleType):
             setattr(self, attribute, _stand_in(name, attribute))
 
     def __getattr__(self, attribute: str):  # anything else: the real module
+        if attribute.startswith("__"):
+            # the import system probes dunders such as __path__ during `from rich.markdown import Markdown`;
+            # loading the real module for that probe would defeat the deferral
+            raise AttributeError(attribute)
         return getattr(_load_real(self.__name__), attribute)
 
 

@@ -17,19 +17,21 @@ Every layer runs at frame rate: there is no upsampling, which is why APNet is fa
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from mis.models.common import DictConfig, count_parameters  # noqa: F401  (re-exported)
+
 LRELU_SLOPE = 0.1
 ATAN2_EPS = 1e-5  # added to R where it is exactly 0, so atan2's gradient stays finite
 
 
 @dataclass(frozen=True, kw_only=True)
-class APNetConfig:
+class APNetConfig(DictConfig):
     n_mels: int = 80
     n_fft: int = 1024
     hop_length: int = 256
@@ -44,20 +46,6 @@ class APNetConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "resblock_kernel_sizes", tuple(self.resblock_kernel_sizes))
         object.__setattr__(self, "resblock_dilation_sizes", tuple(tuple(d) for d in self.resblock_dilation_sizes))
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["resblock_kernel_sizes"] = list(self.resblock_kernel_sizes)
-        data["resblock_dilation_sizes"] = [list(d) for d in self.resblock_dilation_sizes]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "APNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown APNetConfig field(s): {sorted(unknown)}")
-        return cls(**data)
 
     @property
     def freq_bins(self) -> int:
@@ -153,7 +141,3 @@ def apnet_key_map(name: str) -> str:
     """Upstream (torch.nn.utils.weight_norm) key -> ours (parametrized weight norm)."""
     return name.replace(".weight_g", ".parametrizations.weight.original0").replace(
         ".weight_v", ".parametrizations.weight.original1")
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

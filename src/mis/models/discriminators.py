@@ -31,6 +31,17 @@ class DiscriminatorConfig:
         return data
 
 
+def _score(x: torch.Tensor, convs: nn.ModuleList, conv_post: nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Conv stack with LeakyReLU, keeping every layer's output for feature matching -> (scores, features)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: int = 32):
         super().__init__()
@@ -45,14 +56,7 @@ class PeriodDiscriminator(nn.Module):
         b, c, t = wave.shape                                   # [B, 1, T]
         if t % self.period:
             wave = F.pad(wave, (0, self.period - t % self.period), mode="reflect")
-        x = wave.view(b, c, -1, self.period)                   # [B, 1, T/p, p]
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _score(wave.view(b, c, -1, self.period), self.convs, self.conv_post)   # [B, 1, T/p, p]
 
 
 class ScaleDiscriminator(nn.Module):
@@ -68,13 +72,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = norm(nn.Conv1d(8 * c, 1, 3, 1, padding=1))
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x, features = wave, []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _score(wave, self.convs, self.conv_post)
 
 
 class MultiPeriodDiscriminator(nn.Module):

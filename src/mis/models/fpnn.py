@@ -20,15 +20,17 @@ The output is standardised log10 cycle life; the pipeline maps it back with the 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mis.models.common import DictConfig, count_parameters  # noqa: F401  (re-exported)
+
 
 @dataclass(frozen=True, kw_only=True)
-class FPNNConfig:
+class FPNNConfig(DictConfig):
     in_channels: int = 3          # Q(V), dQ(V), dQ/dV
     n_points: int = 250           # voltage points per curve (the 1000-point grid averaged in 4s)
     frame_size: int = 16          # frames are frame_size^2 points (curves padded or averaged to fit)
@@ -39,17 +41,6 @@ class FPNNConfig:
     hidden: int = 32
     dropout: float = 0.2
     ensemble_size: int = 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FPNNConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FPNNConfig field(s): {sorted(unknown)}")
-        return cls(**data)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -154,7 +145,3 @@ class FPNNEnsemble(nn.Module):
 
     def forward(self, curves: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(curves, summary) for member in self.members]).mean(dim=0)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

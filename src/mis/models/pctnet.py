@@ -32,12 +32,14 @@ bf16 autocast works on CPU but, without AVX-512 BF16, its convolutions are emula
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mis.models.common import DictConfig, count_parameters  # noqa: F401  (part of this module's API)
 
 __all__ = ["PCTNetConfig", "PCTNet", "fast_config", "count_parameters"]
 
@@ -53,7 +55,7 @@ _MODE_DIMS: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class PCTNetConfig:
+class PCTNetConfig(DictConfig):
     """Constructor arguments of :class:`PCTNet` (the ``[network]`` section of the upstream config)."""
 
     class_num: int  # output classes including background (the VolF pretext task uses 5)
@@ -126,23 +128,6 @@ class PCTNetConfig:
         """(D, H, W) of the L2 feature map, i.e. the first transformer's token grid."""
         return tuple(n // s for n, s in zip(self.input_size, self.scale))  # type: ignore[return-value]
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PCTNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ValueError(f"unknown PCTNetConfig keys {unknown}; valid keys: {sorted(valid)}")
-        return cls(**data)
-
 
 def fast_config(class_num: int, input_size: tuple[int, int, int] = (32, 64, 64), **overrides: Any) -> PCTNetConfig:
     """A CPU-sized PCT-Net: same module structure, fewer channels, 4^3 windows.
@@ -160,10 +145,6 @@ def fast_config(class_num: int, input_size: tuple[int, int, int] = (32, 64, 64),
     )
     return replace(base, **overrides)
 
-
-def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameter elements (all of them, or only those with requires_grad)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 # ----------------------------------------------------------------------------------------------------------------

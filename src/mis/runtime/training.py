@@ -69,6 +69,18 @@ def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torc
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+@dataclass(kw_only=True)
+class RunOptions:
+    """What every `mis train <task>` shares besides its own settings (base of the task option classes)."""
+
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    resume: bool = False   # continue exactly from the run folder's last checkpoint(s)
+    half: bool = False     # store the final weights as fp16
+    progress: bool = True
+
+
 class StepSeededBatches:
     """Batches that are a pure function of (seed, step), so a resumed run sees the same data.
 

@@ -195,11 +195,6 @@ def summary_features(window: CellWindow, n_cycles: int, extra: tuple[str, ...] =
     return np.array(values)
 
 
-def variance_feature(window: CellWindow, n_cycles: int) -> float:
-    """Severson's single feature: log10 var(Q_N(V) - Q_ref(V))."""
-    return float(summary_features(window, n_cycles)[0])
-
-
 def with_grid(cell: Cell, voltage: np.ndarray) -> Cell:
     """Resample a cell's curves to another grid of the same voltage window (e.g. 1000 -> 500 points)."""
     if len(cell.cycles) == 0 or (len(cell.voltage) == len(voltage) and np.allclose(cell.voltage, voltage)):

@@ -31,6 +31,19 @@ class CellPrediction:
     warnings: list[str] = field(default_factory=list)
 
 
+@torch.no_grad()
+def standardised_predictions(model: torch.nn.Module, normalizer: Normalizer, curves: np.ndarray, summary: np.ndarray,
+                             device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
+    """Raw (not yet normalised) model inputs -> the network's standardised log10 life, in batches."""
+    outputs = []
+    for start in range(0, len(curves), batch_size):
+        part = slice(start, start + batch_size)
+        x = torch.from_numpy(normalizer.curves(curves[part])).to(device)
+        s = torch.from_numpy(normalizer.summary(summary[part])).to(device)
+        outputs.append(model(x, s).float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros(0)
+
+
 class BatteryLifePipeline:
     """`pipeline(curves, summary)` -> (FPNN life [M], variance-model life [M]), in cycles."""
 
@@ -56,16 +69,9 @@ class BatteryLifePipeline:
         device = resolve_device(runtime.device if runtime else "cpu")
         return cls(model, card, device)
 
-    @torch.no_grad()
     def __call__(self, curves: np.ndarray, summary: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """curves [M, C, T, P] and summary [M, S] (raw, as from `cell_arrays`) -> lives [M], [M]."""
-        outputs = []
-        for start in range(0, len(curves), batch_size):
-            part = slice(start, start + batch_size)
-            x = torch.from_numpy(self.normalizer.curves(curves[part])).to(self.device)
-            s = torch.from_numpy(self.normalizer.summary(summary[part])).to(self.device)
-            outputs.append(self.model(x, s).float().cpu().numpy())
-        standardised = np.concatenate(outputs) if outputs else np.zeros(0)
+        standardised = standardised_predictions(self.model, self.normalizer, curves, summary, self.device, batch_size)
         return self.normalizer.life(standardised), self.baseline.predict(np.asarray(summary)[:, 0])
 
     def predict_cells(self, cells: list[Cell]) -> list[CellPrediction]:

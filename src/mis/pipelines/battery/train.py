@@ -21,22 +21,13 @@ from mis.io.battery import MIT_VOLTAGE_GRID, Cell
 from mis.models.fpnn import FPNN, FPNNConfig, FPNNEnsemble
 from mis.pipelines.battery.baseline import VarianceModel, rmse_mape
 from mis.pipelines.battery.features import CHANNEL_NAMES, SUMMARY_NAMES, reference_cycle
-
-
-def channels_of(options: "BatteryTrainOptions") -> tuple[str, ...]:
-    return CHANNEL_NAMES + (("temperature",) if options.temperature else ())
-
-
-def extra_summary_of(options: "BatteryTrainOptions") -> tuple[str, ...]:
-    return ("charge_time_s",) if options.charge_time else ()
+from mis.pipelines.battery.pipeline import TASK, standardised_predictions
 from mis.pipelines.battery.preprocess import BatteryArrays, Normalizer, stack_cells
-from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, build_optimizer
-
-TASK = "battery_life"
+from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, build_optimizer
 
 
 @dataclass(kw_only=True)
-class BatteryTrainOptions:
+class BatteryTrainOptions(RunOptions):
     out: Path
     n_cycles: int = 100
     members: int = 5
@@ -50,12 +41,14 @@ class BatteryTrainOptions:
     temperature: bool = False      # add the T(V) channel (sources with temperature only)
     charge_time: bool = False      # add the charge-time summary feature (sources with it only)
     config: FPNNConfig = field(default_factory=FPNNConfig)
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"
-    resume: bool = False
-    half: bool = False
-    progress: bool = True
+
+
+def channels_of(options: BatteryTrainOptions) -> tuple[str, ...]:
+    return CHANNEL_NAMES + (("temperature",) if options.temperature else ())
+
+
+def extra_summary_of(options: BatteryTrainOptions) -> tuple[str, ...]:
+    return ("charge_time_s",) if options.charge_time else ()
 
 
 def training_cells(cells: list[Cell], split: str | None) -> list[Cell]:
@@ -118,17 +111,6 @@ def fit_ensemble(arrays: BatteryArrays, options: BatteryTrainOptions,
     return ensemble.eval(), normalizer, baseline
 
 
-@torch.no_grad()
-def predict_standardised(model: torch.nn.Module, normalizer: Normalizer, arrays: BatteryArrays,
-                         batch_size: int = 64) -> np.ndarray:
-    out = []
-    for start in range(0, len(arrays), batch_size):
-        part = slice(start, start + batch_size)
-        out.append(model(torch.from_numpy(normalizer.curves(arrays.curves[part])),
-                         torch.from_numpy(normalizer.summary(arrays.summary[part]))).numpy())
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def battery_card(config: FPNNConfig, normalizer: Normalizer, baseline: VarianceModel, options: BatteryTrainOptions,
                  voltage: np.ndarray, arrays: BatteryArrays, metrics: dict) -> dict:
     preprocessing = {
@@ -160,7 +142,7 @@ def train_battery(cells: list[Cell], options: BatteryTrainOptions,
     start = time.perf_counter()
     options.out.mkdir(parents=True, exist_ok=True)
     model, normalizer, baseline = fit_ensemble(arrays, options, log)
-    predicted = normalizer.life(predict_standardised(model, normalizer, arrays))
+    predicted = normalizer.life(standardised_predictions(model, normalizer, arrays.curves, arrays.summary))
     rmse, mape = rmse_mape(predicted, arrays.life)
     base_rmse, base_mape = rmse_mape(baseline.predict(arrays.summary[:, 0]), arrays.life)
     metrics = {"train": {"fpnn_rmse": rmse, "fpnn_mape": mape, "variance_rmse": base_rmse, "variance_mape": base_mape,

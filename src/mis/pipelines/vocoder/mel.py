@@ -8,16 +8,18 @@ checkpoint card and checked against every mel given to `mis vocode`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torchaudio
+
+from mis.models.common import DictConfig
 
 MAGNITUDE_EPS = 1e-9
 
 
 @dataclass(frozen=True, kw_only=True)
-class MelConfig:
+class MelConfig(DictConfig):
     sample_rate: int = 22050
     n_fft: int = 1024
     hop_length: int = 256
@@ -29,14 +31,6 @@ class MelConfig:
     norm: str | None = "slaney"
     log_floor: float = 1e-5
     center: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "MelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def log_min(self) -> float:

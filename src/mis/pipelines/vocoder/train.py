@@ -25,13 +25,12 @@ from mis.models.discriminators import DiscriminatorConfig, Discriminators
 from mis.pipelines.vocoder import losses as L
 from mis.pipelines.vocoder.evaluate import log_spectral_distance
 from mis.pipelines.vocoder.mel import MEL_22K, MelConfig, log_mel, mel_filterbank
-from mis.runtime.training import LAST, StepSeededBatches, TrainConfig, Trainer
-
-TASK = "vocoder"
+from mis.pipelines.vocoder.pipeline import TASK
+from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer
 
 
 @dataclass(kw_only=True)
-class VocoderTrainOptions:
+class VocoderTrainOptions(RunOptions):
     out: Path
     mel: MelConfig = field(default_factory=lambda: MEL_22K)
     network: APNetConfig = field(default_factory=apnet_demo_22k)
@@ -44,12 +43,6 @@ class VocoderTrainOptions:
     lr_decay: float = 0.999       # per 100 steps (upstream: 0.999 per epoch)
     val_files: int = 4
     validate_every: int = 250
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"
-    resume: bool = False
-    half: bool = False
-    progress: bool = True
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
