@@ -230,3 +230,13 @@ def test_out_of_range_mels_and_too_short_audio_are_refused(tiny_vocoder, tmp_pat
     sf.write(short, speech_like(0.01), 22050)
     result = runner.invoke(app, ["evaluate", "vocoder", str(short), "--model", str(tiny_vocoder)])
     assert result.exit_code == 1 and "too short" in result.output and "Traceback" not in result.output
+
+
+def test_mel_notes_downmixed_and_band_limited_sources(tiny_vocoder, tmp_path):
+    wav = tmp_path / "phone.wav"
+    mono = speech_like(0.5, rate=8000)
+    sf.write(wav, np.stack([mono, 0.5 * mono], axis=1), 8000)  # stereo telephone-band recording
+    result = runner.invoke(app, ["--json", "mel", str(wav), "--model", str(tiny_vocoder), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    note = json.loads(result.stdout)["items"][0]["note"]
+    assert "2 channels averaged to mono" in note and "no content above 4000 Hz" in note

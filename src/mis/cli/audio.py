@@ -44,7 +44,7 @@ def mel(
     items = plan(inputs, output, "audio", ".npy", "_mel")
     summary = mel_files(items, config, workers=runtime.workers, skip_existing=skip_existing, overwrite=overwrite,
                         progress=not (runtime.quiet or runtime.json))
-    report_run(summary, runtime, "mis mel", extra_columns=["frames", "resampled_from"])
+    report_run(summary, runtime, "mis mel", extra_columns=["frames", "resampled_from", "note"])
 
 
 @reports_errors

@@ -30,6 +30,17 @@ def plan(inputs: list[str], output: Path, kind: str, suffix: str, stem_suffix: s
     return [WorkItem(str(s), s, t) for s, t in zip(sources, targets)]
 
 
+def source_note(meta, config: MelConfig) -> str:
+    """What the user should know about a source that was converted: downmixed, or band-limited below fmax."""
+    notes = []
+    if meta.channels > 1:
+        notes.append(f"{meta.channels} channels averaged to mono")
+    nyquist, top = meta.sample_rate / 2, config.fmax or config.sample_rate / 2
+    if nyquist < top:
+        notes.append(f"source has no content above {nyquist:g} Hz: mel bands {nyquist:g}-{top:g} Hz are empty")
+    return "; ".join(notes)
+
+
 def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, skip_existing: bool = False,
               overwrite: bool = False, progress: bool = True) -> RunSummary:
     import torchaudio
@@ -54,7 +65,7 @@ def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, ski
             with open(tmp, "wb") as handle:
                 np.save(handle, mel.astype(np.float32))
         return {"frames": mel.shape[1], "resampled_from": meta.sample_rate if meta.sample_rate != config.sample_rate
-                else ""}
+                else "", "note": source_note(meta, config)}
 
     return run_items(items, read=read, compute=compute, write=write, workers=workers, skip_existing=skip_existing,
                      overwrite=overwrite, progress=progress, description="mel")
