@@ -67,6 +67,7 @@ def vocode(
     runtime = runtime_of(ctx)
     pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime, chunk_frames)
     items = plan(inputs, output, "mel", ".wav", "")
-    summary = vocode_files(pipeline, items, workers=runtime.workers, skip_existing=skip_existing,
-                           overwrite=overwrite, progress=not (runtime.quiet or runtime.json))
+    summary = vocode_files(pipeline, items, workers=runtime.workers, batch_size=runtime.batch_size or 8,
+                           skip_existing=skip_existing, overwrite=overwrite,
+                           progress=not (runtime.quiet or runtime.json))
     report_run(summary, runtime, "mis vocode", extra_columns=["seconds_audio"])

@@ -77,6 +77,17 @@ def _conv(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Conv1d:
     return weight_norm(conv)
 
 
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the frames past each item's length ([B, 1, T] mask), so that a padded batch sees the same zero
+    padding at every conv as each item alone (batch == single to float rounding)."""
+    return x if mask is None else x * mask
+
+
+def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B] lengths -> [B, 1, frames] float mask (1 inside each item)."""
+    return (torch.arange(frames, device=lengths.device)[None] < lengths[:, None]).float()[:, None]
+
+
 class ResBlock(nn.Module):
     """HiFi-GAN ResBlock1: three (LReLU, dilated conv, LReLU, conv) + skip. [B, C, T] -> [B, C, T]."""
 
@@ -85,10 +96,10 @@ class ResBlock(nn.Module):
         self.convs1 = nn.ModuleList(_conv(channels, channels, kernel, d) for d in dilations)
         self.convs2 = nn.ModuleList(_conv(channels, channels, kernel, 1) for _ in dilations)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for conv1, conv2 in zip(self.convs1, self.convs2):
-            residual = conv2(F.leaky_relu(conv1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
-            x = x + residual
+            hidden = _masked(F.leaky_relu(conv1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE), mask)
+            x = _masked(x + conv2(hidden), mask)
         return x
 
 
@@ -111,13 +122,18 @@ class APNet(nn.Module):
         self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)
 
     @staticmethod
-    def _branch(x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
-        return F.leaky_relu(sum(block(x) for block in blocks) / len(blocks), LRELU_SLOPE)  # type: ignore[arg-type]
+    def _branch(x: torch.Tensor, blocks: nn.ModuleList, mask: torch.Tensor | None) -> torch.Tensor:
+        x = _masked(x, mask)
+        mean = sum(block(x, mask) for block in blocks) / len(blocks)
+        return _masked(F.leaky_relu(mean, LRELU_SLOPE), mask)  # type: ignore[arg-type]
 
-    def spectra(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-amplitude, phase), each [B, F, T]."""
-        logamp = self.ASP_output_conv(self._branch(self.ASP_input_conv(mel), self.ASP_ResNet))
-        hidden = self._branch(self.PSP_input_conv(mel), self.PSP_ResNet)
+    def spectra(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-amplitude, phase), each [B, F, T]. `lengths` [B]: valid frames of each item in a padded
+        batch; frames past them are masked at every layer (their outputs are meaningless)."""
+        mask = None if lengths is None else frame_mask(lengths, mel.shape[-1])
+        mel = _masked(mel, mask)
+        logamp = self.ASP_output_conv(self._branch(self.ASP_input_conv(mel), self.ASP_ResNet, mask))
+        hidden = self._branch(self.PSP_input_conv(mel), self.PSP_ResNet, mask)
         real, imag = self.PSP_output_R_conv(hidden), self.PSP_output_I_conv(hidden)
         real = torch.where(real == 0, torch.full_like(real, ATAN2_EPS), real)
         return logamp, torch.atan2(imag, real)

@@ -72,6 +72,17 @@ def check_mel(mel: np.ndarray, config: MelConfig, source: str = "mel") -> np.nda
     return mel.astype(np.float32)
 
 
+def length_groups(lengths: list[int], max_ratio: float = 1.5) -> list[list[int]]:
+    """Indices grouped by similar length (longest / shortest <= max_ratio), so padding wastes little."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if groups and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class VocoderPipeline:
     """`pipeline(mel [n_mels, T])` -> float32 samples [(T - 1) * hop] at the card's sample rate."""
 
@@ -100,6 +111,27 @@ class VocoderPipeline:
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         return np.concatenate(list(self.stream(mel)))
+
+    @torch.inference_mode()
+    def batch(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """Several short mels (each at most `chunk_frames`) in padded forward passes; each output equals
+        `pipeline(mel)` to float rounding (frames past an item's length are masked at every layer).
+        Batching fills the CPU's matrix units better than one short utterance at a time."""
+        if any(mel.shape[1] > self.chunk_frames for mel in mels):
+            raise ValueError("batch() is for mels of at most chunk_frames frames; stream() the longer ones")
+        waves: list[np.ndarray | None] = [None] * len(mels)
+        for group in length_groups([mel.shape[1] for mel in mels]):
+            frames = max(mels[i].shape[1] for i in group)
+            padded = np.zeros((len(group), mels[group[0]].shape[0], frames), dtype=np.float32)
+            for row, i in enumerate(group):
+                padded[row, :, :mels[i].shape[1]] = mels[i]
+            lengths = torch.tensor([mels[i].shape[1] for i in group], device=self.device)
+            logamp, phase = self.model.spectra(torch.from_numpy(padded).to(self.device), lengths)
+            for row, i in enumerate(group):
+                n = mels[i].shape[1]
+                _, _, wave = self.model.synthesize(logamp[row:row + 1, :, :n], phase[row:row + 1, :, :n])
+                waves[i] = wave[0].float().cpu().numpy()
+        return waves  # type: ignore[return-value]
 
     @torch.inference_mode()
     def spectra(self, mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

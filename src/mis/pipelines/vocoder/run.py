@@ -71,25 +71,37 @@ def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, ski
                      overwrite=overwrite, progress=progress, description="mel")
 
 
-def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: int = 2, skip_existing: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> RunSummary:
+def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: int = 2, batch_size: int = 8,
+                 skip_existing: bool = False, overwrite: bool = False, progress: bool = True) -> RunSummary:
+    """Short mels (up to the chunk length) are vocoded together in padded batches; longer ones stream
+    chunk by chunk into their file in write() (flat memory). Either way the WAV equals one-pass inference."""
     def read(item: WorkItem):
         return check_mel(read_mel(item.source), pipeline.mel_config, str(item.source))
 
-    def compute(batch):
-        return batch  # vocoding streams straight into the output file (flat memory), in write()
+    def is_short(mel: np.ndarray) -> bool:
+        return mel.shape[1] <= pipeline.chunk_frames
 
-    def write(item: WorkItem, mel: np.ndarray):
+    def compute(batch: list[np.ndarray]):
+        short = [i for i, mel in enumerate(batch) if is_short(mel)]
+        outputs: list = [(mel, None) for mel in batch]
+        for i, wave in zip(short, pipeline.batch([batch[i] for i in short])):
+            outputs[i] = (batch[i], wave)
+        return outputs
+
+    def write(item: WorkItem, output: tuple[np.ndarray, np.ndarray | None]):
+        mel, wave = output
+        pieces = pipeline.stream(mel) if wave is None else [wave]
         samples = 0
         with atomic_output(item.target) as tmp:
             with sf.SoundFile(str(tmp), "w", samplerate=pipeline.sample_rate, channels=1, subtype="PCM_16",
                               format="WAV") as handle:
-                for piece in pipeline.stream(mel):
+                for piece in pieces:
                     if not np.isfinite(piece).all():  # the atomic write is abandoned: no output file
                         raise InputError(item.source, "vocoding produced non-finite samples (mel values out of range?)")
                     handle.write(np.clip(piece, -1.0, 1.0))
                     samples += len(piece)
         return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "frames": mel.shape[1]}
 
-    return run_items(items, read=read, compute=compute, write=write, workers=workers, skip_existing=skip_existing,
-                     overwrite=overwrite, progress=progress, description="vocode")
+    return run_items(items, read=read, compute=compute, write=write, workers=workers, batch_size=batch_size,
+                     batchable=lambda first, other: is_short(first) and is_short(other),
+                     skip_existing=skip_existing, overwrite=overwrite, progress=progress, description="vocode")
