@@ -7,7 +7,7 @@ audio (checked). Also reports peak RSS growth for 10 s and 60 s inputs (flat-mem
 
 Second table, a corpus of short utterances (what `mis vocode mels/` gets from a TTS front end): the
 plain loop vocodes one mel at a time; mis vocodes batches of 8 consecutive files in padded passes
-with per-layer masking (`VocoderPipeline.batch`, as `mis vocode` does), same audio (checked).
+with per-layer masking (`VocoderPipeline.batch`, as `mis --batch-size 8 vocode` does), same audio (checked).
 
     python benchmarks/vocoder_rtf.py [--seconds 10] [--utterances 16]
 """
@@ -103,7 +103,8 @@ def corpus_table(card: dict, count: int, batch: int = 8) -> None:
     mels = [rng.normal(-6, 2, (80, int(s * MEL_22K.sample_rate / MEL_22K.hop_length) + 1)).astype(np.float32)
             for s in seconds]
     total = float(sum((m.shape[1] - 1) * MEL_22K.hop_length for m in mels)) / MEL_22K.sample_rate
-    print(f"\n{count} utterances of 1-5 s ({total:.0f} s of audio); mis vocodes batches of {batch} consecutive files")
+    print(f"\n{count} utterances of 1-5 s ({total:.0f} s of audio); mis vocodes batches of {batch} consecutive "
+          f"files (--batch-size {batch})")
     print(f"{'network':>18} | {'threads':>7} | {'plain loop s':>12} | {'mis s':>7} | {'speed-up':>8} | "
           f"{'mis x real time':>15}")
     for name, config in NETWORKS:

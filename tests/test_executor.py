@@ -158,7 +158,8 @@ def test_existing_outputs(tmp_path):
         return read_int(item)
 
     failed = run(items, read=read)
-    assert statuses(failed)["k001"] == "failed" and failed.results[1].error == OUTPUT_EXISTS
+    assert statuses(failed)["k001"] == "failed" and failed.results[1].error.endswith(f": {OUTPUT_EXISTS}")
+    assert str(failed.results[1].target) in failed.results[1].error  # names the file
     assert items[1].target.read_text() == "old" and "k001" not in read_keys
 
     for item in items:

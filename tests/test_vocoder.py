@@ -284,3 +284,29 @@ def test_cli_vocode_folder_batches_short_and_streams_long(tiny_vocoder, tmp_path
         alone = np.clip(pipeline(np.load(mels / f"{name}.npy")), -1, 1)
         assert len(samples) == (n - 1) * 256
         np.testing.assert_allclose(samples, alone, atol=2 / 32768)  # PCM_16 rounding
+    # The default (batch size 1) gives each file exactly the bytes of vocoding it alone.
+    result = runner.invoke(app, ["vocode", str(mels), "--model", str(tiny_vocoder), "-o", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    for name in ("a", "c"):
+        single = tmp_path / f"{name}_alone.wav"
+        assert runner.invoke(app, ["vocode", str(mels / f"{name}.npy"), "--model", str(tiny_vocoder), "-o",
+                                   str(single)]).exit_code == 0
+        assert (tmp_path / "one" / f"{name}.wav").read_bytes() == single.read_bytes()
+
+
+def test_masked_spectra_keep_a_low_precision_dtype():
+    model = APNet(TINY).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        logamp, _ = model.spectra(torch.randn(2, 80, 12, dtype=torch.bfloat16) - 5, torch.tensor([12, 7]))
+    assert logamp.dtype == torch.bfloat16
+
+
+def test_read_mel_names_pickled_and_npz_files(tmp_path):
+    pickled, archive = tmp_path / "objects.npy", tmp_path / "archive.npy"
+    np.save(pickled, np.array([{"mel": 1}], dtype=object), allow_pickle=True)
+    with open(archive, "wb") as handle:
+        np.savez(handle, mel=np.zeros((80, 4)))
+    with pytest.raises(InputError, match="pickled objects, which are never loaded"):
+        read_mel(pickled)
+    with pytest.raises(InputError, match=r"\.npz archive"):
+        read_mel(archive)

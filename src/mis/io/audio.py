@@ -72,7 +72,11 @@ def read_mel(path: str | Path) -> np.ndarray:
     try:
         mel = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(path, f"not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        reason = "holds pickled objects, which are never loaded" if "pickle" in str(exc) else str(exc).splitlines()[0]
+        raise InputError(path, f"not a readable .npy array ({reason})") from None
+    if isinstance(mel, np.lib.npyio.NpzFile):
+        mel.close()
+        raise InputError(path, "this is an .npz archive, not a .npy array; save the mel with numpy.save")
     if not isinstance(mel, np.ndarray) or mel.dtype.kind not in "fiu":
         raise InputError(path, f"expected a numeric array, got {getattr(mel, 'dtype', type(mel))}")
     if mel.size == 0:

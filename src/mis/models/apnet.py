@@ -80,7 +80,7 @@ def _conv(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Conv1d:
 def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Zero the frames past each item's length ([B, 1, T] mask), so that a padded batch sees the same zero
     padding at every conv as each item alone (batch == single to float rounding)."""
-    return x if mask is None else x * mask
+    return x if mask is None else x * mask.to(x.dtype)
 
 
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:

@@ -109,7 +109,7 @@ def _precheck(slot: _Slot, skip_existing: bool, overwrite: bool) -> bool:
     if skip_existing:
         slot.finish("skipped")
     elif not overwrite:
-        slot.finish("failed", OUTPUT_EXISTS)
+        slot.finish("failed", f"{target}: {OUTPUT_EXISTS}")
     else:
         return True
     return False

@@ -53,7 +53,8 @@ def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, ski
             samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate,
                                                      config.sample_rate).numpy()
         if len(samples) < config.min_samples:
-            raise InputError(item.source, f"audio too short ({len(samples)} samples) for n_fft {config.n_fft}")
+            raise InputError(item.source, f"audio too short ({meta.frames} samples at {meta.sample_rate} Hz); n_fft "
+                             f"{config.n_fft} needs {1000 * config.min_samples / config.sample_rate:.0f} ms")
         return samples, meta
 
     def compute(batch):
@@ -71,10 +72,12 @@ def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, ski
                      overwrite=overwrite, progress=progress, description="mel")
 
 
-def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: int = 2, batch_size: int = 8,
+def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: int = 2, batch_size: int = 1,
                  skip_existing: bool = False, overwrite: bool = False, progress: bool = True) -> RunSummary:
-    """Short mels (up to the chunk length) are vocoded together in padded batches; longer ones stream
-    chunk by chunk into their file in write() (flat memory). Either way the WAV equals one-pass inference."""
+    """With batch_size > 1, short mels (up to the chunk length) are vocoded together in padded batches;
+    longer ones always stream chunk by chunk into their file in write() (flat memory). Batch size 1 (the
+    default) gives each file the same bytes as vocoding it alone; a padded batch equals that to float
+    rounding (the GEMM's rounding depends on the batch shape, so the 16-bit WAV may differ by 1 LSB)."""
     def read(item: WorkItem):
         return check_mel(read_mel(item.source), pipeline.mel_config, str(item.source))
 
