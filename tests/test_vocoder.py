@@ -169,6 +169,7 @@ def test_cli_mel_then_vocode_and_bad_inputs(tiny_vocoder, tmp_path):
     assert result.exit_code == 1
     items = {Path(i["source"]).name: i for i in json.loads(result.stdout)["items"]}
     assert items["speech_mel.npy"]["status"] == "done" and "transpose" in items["transposed.npy"]["error"]
+    assert items["speech_mel.npy"]["clipped_samples"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["speech_mel.wav"]  # no partial output for the bad one
     samples, rate = sf.read(out / "speech_mel.wav")
     assert rate == 22050 and len(samples) == (mel.shape[1] - 1) * 256
@@ -310,3 +311,18 @@ def test_read_mel_names_pickled_and_npz_files(tmp_path):
         read_mel(pickled)
     with pytest.raises(InputError, match=r"\.npz archive"):
         read_mel(archive)
+
+
+def test_vocode_reports_clipped_samples(tmp_path):
+    torch.manual_seed(0)
+    loud = APNet(TINY)
+    with torch.no_grad():
+        loud.ASP_output_conv.bias.fill_(6.0)  # log-amplitude 6 in every bin: far beyond full scale
+    path = tmp_path / "loud.safetensors"
+    save_checkpoint(path, loud, build_card("apnet", TINY.to_dict(), task="vocoder",
+                                           preprocessing={"mel": MEL_22K.to_dict()}))
+    np.save(tmp_path / "m.npy", np.full((80, 20), -4.0, np.float32))
+    result = runner.invoke(app, ["--json", "vocode", str(tmp_path / "m.npy"), "--model", str(path), "-o",
+                                 str(tmp_path / "loud.wav")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items"][0]["clipped_samples"] > 100

@@ -72,4 +72,4 @@ def vocode(
     summary = vocode_files(pipeline, items, workers=runtime.workers, batch_size=runtime.batch_size or 1,
                            skip_existing=skip_existing, overwrite=overwrite,
                            progress=not (runtime.quiet or runtime.json))
-    report_run(summary, runtime, "mis vocode", extra_columns=["seconds_audio"])
+    report_run(summary, runtime, "mis vocode", extra_columns=["seconds_audio", "clipped_samples"])

@@ -94,7 +94,7 @@ def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: i
     def write(item: WorkItem, output: tuple[np.ndarray, np.ndarray | None]):
         mel, wave = output
         pieces = pipeline.stream(mel) if wave is None else [wave]
-        samples = 0
+        samples = clipped = 0
         with atomic_output(item.target) as tmp:
             with sf.SoundFile(str(tmp), "w", samplerate=pipeline.sample_rate, channels=1, subtype="PCM_16",
                               format="WAV") as handle:
@@ -103,7 +103,10 @@ def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: i
                         raise InputError(item.source, "vocoding produced non-finite samples (mel values out of range?)")
                     handle.write(np.clip(piece, -1.0, 1.0))
                     samples += len(piece)
-        return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "frames": mel.shape[1]}
+                    clipped += int(np.count_nonzero(np.abs(piece) > 1.0))
+        # Clipped samples say the mel is louder than the model's training range (or not speech).
+        return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "frames": mel.shape[1],
+                "clipped_samples": clipped}
 
     return run_items(items, read=read, compute=compute, write=write, workers=workers, batch_size=batch_size,
                      batchable=lambda first, other: is_short(first) and is_short(other),
