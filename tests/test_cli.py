@@ -144,3 +144,16 @@ def test_evaluate_segment(tiny_ct_checkpoint, phantom_file, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert all(abs(v["dice"] - 1.0) < 1e-6 for v in report["mean"].values())
+
+
+def test_one_output_file_for_many_inputs_and_contradictory_flags_are_usage_errors(tmp_path):
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    for name in ("a", "b"):
+        np.save(mels / f"{name}.npy", np.full((80, 4), -5.0, np.float32))
+    result = runner.invoke(app, ["vocode", str(mels), "-o", str(tmp_path / "z.wav")])
+    assert result.exit_code == 2 and "names one .wav file but there are 2 inputs" in result.output
+    assert not (tmp_path / "z.wav").exists()
+    result = runner.invoke(app, ["vocode", str(mels), "-o", str(tmp_path / "w"), "--skip-existing",
+                                     "--overwrite"])
+    assert result.exit_code == 2 and "contradict" in result.output and not (tmp_path / "w").exists()

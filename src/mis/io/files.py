@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mis.errors import InputError
+from mis.errors import InputError, UsageError
 from mis.io.audio import is_audio_name
 from mis.io.battery import is_battery_name
 from mis.io.volume import dir_has_dicom, is_nifti_name, visible_children
@@ -133,6 +133,8 @@ def output_paths_for(
     their parent folder names prepended (``p1_CT_seg.nii.gz``) until the names are unique.
     """
     paths = [Path(p) for p in inputs]
+    if len(paths) > 1 and Path(out_dir).name.lower().endswith(suffix.lower()):
+        raise UsageError(f"-o {out_dir} names one {suffix} file but there are {len(paths)} inputs; give a folder")
     stems = [input_stem(p) for p in paths]
     depth = [0] * len(paths)
     for _ in range(64):

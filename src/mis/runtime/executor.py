@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mis.errors import MisError
+from mis.errors import MisError, UsageError
 from mis.runtime.progress import ProgressBar
 
 Status = Literal["done", "skipped", "failed"]
@@ -302,6 +302,8 @@ def run_items(items: Sequence[WorkItem], *, read: Callable[[WorkItem], Any],
     item and its output, writes atomically, and may return a dict of extra info for the summary.
     A `KeyboardInterrupt` stops the run (the write in progress finishes) and is re-raised.
     """
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite contradict each other; choose one")
     start = time.perf_counter()
     slots = [_Slot(i, item) for i, item in enumerate(items)]
     todo = [s for s in slots if _precheck(s, skip_existing, overwrite)]
