@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean gpu-wheels
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ test: install
 
 bench: install
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+# Wheels the GPU machine lacks (its python3 is 3.12 and cannot download); see benchmarks/gpu_check.sh.
+gpu-wheels: install
+	$(BIN)/python -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d .gpu_wheels \
+		monai==1.6.1 nibabel pydicom soundfile
 
 clean:
 	rm -rf demo_out .pytest_cache build src/*.egg-info
