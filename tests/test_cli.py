@@ -157,3 +157,24 @@ def test_one_output_file_for_many_inputs_and_contradictory_flags_are_usage_error
     result = runner.invoke(app, ["vocode", str(mels), "-o", str(tmp_path / "w"), "--skip-existing",
                                      "--overwrite"])
     assert result.exit_code == 2 and "contradict" in result.output and not (tmp_path / "w").exists()
+
+
+def test_repeated_help_is_printed_from_the_cache_without_typer(tmp_path):
+    env = {**os.environ, "MIS_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-m", "mis", "--help"], env=env, capture_output=True, text=True,
+                           check=True)
+    assert len(list(tmp_path.glob("help-*.txt"))) == 1
+    code = ("import sys; sys.argv = ['mis', '--help']; from mis.cli.entry import main; main(); "
+            "assert 'typer' not in sys.modules and 'rich' not in sys.modules, 'rendered again'")
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert second.stdout == first.stdout and "Usage: mis" in second.stdout
+
+
+def test_help_cache_key_follows_layout_settings_and_only_help_is_cached(monkeypatch):
+    from mis.cli import entry
+
+    key = entry.cache_key(["--help"])
+    monkeypatch.setenv("COLUMNS", "61")
+    assert entry.cache_key(["--help"]) != key != entry.cache_key(["segment", "--help"])
+    assert entry.is_help_request(["train", "vocoder", "-h"]) and entry.is_help_request(["--help"])
+    assert not entry.is_help_request(["--json", "--help"]) and not entry.is_help_request(["segment", "x.nii"])

@@ -1,3 +1,3 @@
-from mis.cli.main import app
+from mis.cli.entry import main
 
-app(prog_name="mis")
+main()
