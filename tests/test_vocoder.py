@@ -326,3 +326,11 @@ def test_vocode_reports_clipped_samples(tmp_path):
                                  str(tmp_path / "loud.wav")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["items"][0]["clipped_samples"] > 100
+
+
+def test_pipeline_refuses_a_card_whose_mel_framing_differs_from_the_network():
+    from mis.errors import CheckpointError
+
+    card = build_card("apnet", TINY.to_dict(), task="vocoder", preprocessing={"mel": MEL_16K.to_dict()})
+    with pytest.raises(CheckpointError, match="hop_length 256 vs 80"):
+        VocoderPipeline(APNet(TINY), card)

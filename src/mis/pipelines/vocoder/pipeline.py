@@ -45,6 +45,14 @@ def fold_weight_norm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def check_framing(network: APNetConfig, mel: MelConfig) -> None:
+    """The network's ISTFT and the card's mel must frame audio alike, or the output has the wrong length/pitch."""
+    fields = ("n_fft", "hop_length", "win_length", "n_mels")
+    differ = [f"{f} {getattr(network, f)} vs {getattr(mel, f)}" for f in fields if getattr(network, f) != getattr(mel, f)]
+    if differ:
+        raise CheckpointError(f"checkpoint's network and mel convention disagree: {', '.join(differ)}")
+
+
 def check_mel(mel: np.ndarray, config: MelConfig, source: str = "mel") -> np.ndarray:
     """Shape, orientation and value range against the card's convention; one clear message each."""
     if mel.ndim != 2:
@@ -94,6 +102,7 @@ class VocoderPipeline:
         self.card = card
         self.device = torch.device(device)
         self.mel_config = MelConfig.from_dict(card["preprocessing"]["mel"])
+        check_framing(model.config, self.mel_config)
         self.chunk_frames = int(chunk_frames)
         self.context = receptive_frames(model.config)
         # Frames whose overlap-add reaches a sample: the window spans n_fft samples around each frame centre.
