@@ -11,12 +11,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from mis.cli.main import app
 
-from conftest import ROOT, shared_file
+from conftest import shared_file
 
 runner = CliRunner()
 

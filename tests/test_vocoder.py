@@ -16,10 +16,11 @@ from mis.checkpoints import build_card, read_card, save_checkpoint
 from mis.cli.main import app
 from mis.errors import InputError
 from mis.io.audio import read_mel
-from mis.models.apnet import APNet, APNetConfig, apnet_key_map, apnet_paper_16k, count_parameters
+from mis.importing import KEY_MAPS, map_keys
+from mis.models.apnet import APNet, APNetConfig, apnet_paper_16k, count_parameters
 from mis.pipelines.vocoder import losses as L
 from mis.pipelines.vocoder.evaluate import griffin_lim, score_pair
-from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K, MelConfig, log_mel, mel_filterbank, stft
+from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K, log_mel, mel_filterbank, stft
 from mis.pipelines.vocoder.pipeline import VocoderPipeline, check_mel
 
 runner = CliRunner()
@@ -80,7 +81,7 @@ def test_upstream_weight_norm_keys_map_onto_ours():
     ours = set(APNet(TINY).state_dict())
     upstream = {k.replace(".parametrizations.weight.original0", ".weight_g")
                  .replace(".parametrizations.weight.original1", ".weight_v") for k in ours}
-    assert {apnet_key_map(k) for k in upstream} == ours
+    assert set(map_keys(dict.fromkeys(upstream), KEY_MAPS["apnet"])) == ours
 
 
 def test_chunked_vocoding_equals_one_pass(tiny_vocoder):

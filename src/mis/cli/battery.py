@@ -73,10 +73,8 @@ def _plot_all(cells, rows, n_cycles: int, folder: Path) -> None:
     from mis.pipelines.battery.plot import plot_cell
 
     folder.mkdir(parents=True, exist_ok=True)
-    by_key = {(r.source, r.name): r for r in rows}
     used: dict[str, int] = {}
-    for cell in cells:
-        row = by_key[(cell.source, cell.name)]
+    for cell, row in zip(cells, rows):  # predict_inputs: one row per cell, in order, then the unreadable files
         if row.error is None:
             count = used.get(cell.name, 0)
             used[cell.name] = count + 1

@@ -8,8 +8,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mis.errors import InputError, UsageError
-from mis.io.audio import is_audio_name
-from mis.io.battery import is_battery_name
 from mis.io.volume import dir_has_dicom, is_nifti_name, visible_children
 
 _GLOB_CHARS = set("*?[")
@@ -31,12 +29,17 @@ def _expand_dir(folder: Path, kinds: Sequence[str]) -> list[Path]:
     children = visible_children(folder)
     if "nifti" in kinds:
         out.extend(c for c in children if c.is_file() and is_nifti_name(c))
+    # Each kind's readers load their own libraries (soundfile, numpy), so import its name check only when asked.
     if "battery" in kinds:
+        from mis.io.battery import is_battery_name
+
         out.extend(c for c in children if c.is_file() and is_battery_name(c))
     if "audio" in kinds:
+        from mis.io.audio import is_audio_name
+
         out.extend(c for c in children if c.is_file() and is_audio_name(c))
     if "mel" in kinds:
-        out.extend(c for c in children if c.is_file() and c.suffix.lower() == ".npy" and not c.name.startswith("."))
+        out.extend(c for c in children if c.is_file() and c.suffix.lower() == ".npy")  # hidden ones already dropped
     if "dicom" in kinds:
         if dir_has_dicom(folder):
             out.append(folder)  # the folder itself is a series
@@ -156,3 +159,24 @@ def output_paths_for(
         dup = next(p for p, n in zip(paths, names) if names.count(n) > 1)
         raise InputError(dup, "two inputs would write the same output file; rename one of them")
     return [Path(out_dir) / f"{s}{stem_suffix}{suffix}" for s in stems]
+
+
+def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequence[str] = ("nifti", "dicom"),
+                        suffix: str = ".nii.gz", stem_suffix: str = "_seg",
+                        file_suffixes: Sequence[str] | None = None) -> list[tuple[Path, Path]]:
+    """(input, output file) for every input of a batch command.
+
+    `output` is a folder, or a file name (ending in one of `file_suffixes`, default `suffix`) when there is
+    one input. An argument that does not resolve stays an item of its own: reading it reports the problem
+    in one line and the batch goes on.
+    """
+    sources: list[Path] = []
+    for argument in inputs:
+        try:
+            sources.extend(resolve_inputs([argument], kinds=kinds))
+        except InputError:
+            sources.append(Path(argument))
+    output = Path(output)
+    if len(sources) == 1 and output.name.lower().endswith(tuple(file_suffixes or (suffix,))):
+        return [(sources[0], output)]
+    return list(zip(sources, output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)))

@@ -3,7 +3,7 @@
 Module names follow the upstream `models.py` (ASP_input_conv, ASP_ResNet, ASP_output_conv,
 PSP_input_conv, PSP_ResNet, PSP_output_R_conv, PSP_output_I_conv; residual blocks with convs1/convs2)
 so that upstream state dicts map by name; weight norm uses torch's parametrization, so upstream
-`weight_g`/`weight_v` become `parametrizations.weight.original0/1` (see `apnet_key_map`).
+`weight_g`/`weight_v` become `parametrizations.weight.original0/1` (`KEY_MAPS["apnet"]` in mis/importing.py).
 
 - Amplitude spectrum predictor (ASP): Conv1d(n_mels -> C, k7) -> three parallel residual blocks
   (kernels 3/7/11, dilations 1/3/5, HiFi-GAN "ResBlock1") averaged -> LeakyReLU -> Conv1d(C -> F, k7)
@@ -152,8 +152,3 @@ class APNet(nn.Module):
         real, imag, wave = self.synthesize(logamp, phase)
         return logamp, phase, real, imag, wave
 
-
-def apnet_key_map(name: str) -> str:
-    """Upstream (torch.nn.utils.weight_norm) key -> ours (parametrized weight norm)."""
-    return name.replace(".weight_g", ".parametrizations.weight.original0").replace(
-        ".weight_v", ".parametrizations.weight.original1")

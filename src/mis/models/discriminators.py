@@ -9,26 +9,23 @@ Module names follow HiFi-GAN's (`discriminators`, `convs`, `conv_post`, `meanpoo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
+from mis.models.common import DictConfig
+
 LRELU_SLOPE = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(DictConfig):
     periods: tuple[int, ...] = (2, 3, 5, 7, 11)
     channels: int = 32          # MPD first width (HiFi-GAN: 32 -> 128 -> 512 -> 1024 -> 1024)
     scale_channels: int = 128   # MSD first width (HiFi-GAN: 128 ... 1024)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["periods"] = list(self.periods)
-        return data
 
 
 def _score(x: torch.Tensor, convs: nn.ModuleList, conv_post: nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:

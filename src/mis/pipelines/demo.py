@@ -51,10 +51,9 @@ def demo_battery(sample: Path, out: Path, runtime: RuntimeConfig) -> list[dict]:
     """Both shipped battery models on the synthetic sample cells (NPZ layout and a raw Arbin export)."""
     import time
 
-    from mis.io.battery import read_cells
     from mis.pipelines.battery.pipeline import BatteryLifePipeline
     from mis.pipelines.battery.plot import plot_cell
-    from mis.pipelines.battery.run import write_csv
+    from mis.pipelines.battery.run import predict_inputs, write_csv
     from mis.registry import WEIGHTS_DIR
 
     rows = []
@@ -62,8 +61,7 @@ def demo_battery(sample: Path, out: Path, runtime: RuntimeConfig) -> list[dict]:
         start = time.perf_counter()
         source = sample / "battery" / name
         pipeline = BatteryLifePipeline.from_checkpoint(WEIGHTS_DIR / f"battery_fpnn_n{n_cycles}.safetensors", runtime)
-        cells = read_cells(source)
-        predictions = pipeline.predict_cells(cells)
+        cells, predictions = predict_inputs(pipeline, [str(source)])
         target = out / "battery" / f"{source.stem}_n{n_cycles}.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
         write_csv(target, predictions)

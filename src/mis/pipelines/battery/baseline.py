@@ -5,13 +5,15 @@ and every evaluation reports both side by side.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from mis.models.common import DictConfig
+
 
 @dataclass
-class VarianceModel:
+class VarianceModel(DictConfig):
     slope: float
     intercept: float
     feature: str = "log10_var_dq"
@@ -23,13 +25,6 @@ class VarianceModel:
 
     def predict(self, log_var: np.ndarray) -> np.ndarray:
         return 10.0 ** (self.slope * np.asarray(log_var, dtype=np.float64) + self.intercept)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "VarianceModel":
-        return cls(**data)
 
 
 def rmse_mape(predicted: np.ndarray, observed: np.ndarray) -> tuple[float, float]:

@@ -20,15 +20,14 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from mis.errors import InputError
-from mis.io.battery import Cell
+from mis.io.battery import MIT_FIRST_CYCLE, Cell
 
-FIRST_CYCLE = 2
+FIRST_CYCLE = MIT_FIRST_CYCLE
 SUMMARY_NAMES = ("log10_var_dq", "log10_abs_min_dq", "q_cycle2", "q_max_minus_q2", "q_last_minus_qmax",
                  "q_slope_mah_per_cycle")
 CHANNEL_NAMES = ("q", "delta_q", "dqdv")
-# Used when the model was trained with them (`mis train battery --temperature --charge-time`) and the
-# source has them (raw Arbin/Maccor exports, BEEP files with temperature); the MIT Q(V) files have neither.
-OPTIONAL_CHANNELS = ("temperature",)        # T(V) on the same voltage bins, degC
+# Used when the model was trained with them (`mis train battery --temperature --charge-time`: a T(V) channel and
+# this feature) and the source has them (raw Arbin/Maccor exports, BEEP files); the MIT Q(V) files have neither.
 OPTIONAL_SUMMARY = ("charge_time_s",)       # mean charge duration of cycles 2..6, seconds
 # A curve is a glitch when it leaves [-0.1 Ah, 1.3 x nominal] (the six known MIT cases reach -9.7 and 48.8 Ah).
 GLITCH_LOW_AH = -0.1

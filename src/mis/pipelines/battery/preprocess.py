@@ -1,10 +1,11 @@
 """Cells -> model arrays, and the normalisation stored in the checkpoint card (numpy only)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from mis.models.common import DictConfig
 from mis.io.battery import Cell
 from mis.errors import InputError
 from mis.pipelines.battery.features import (CHANNEL_NAMES, CURVE_POINTS, cell_window, curves, summary_features,
@@ -22,11 +23,6 @@ class BatteryArrays:
     life: np.ndarray               # [M] float, NaN when unknown
     splits: list[str | None]
     warnings: list[str] = field(default_factory=list)
-
-    def subset(self, mask: np.ndarray) -> "BatteryArrays":
-        index = np.flatnonzero(mask)
-        return BatteryArrays([self.names[i] for i in index], [self.sources[i] for i in index], self.curves[index],
-                             self.summary[index], self.life[index], [self.splits[i] for i in index], self.warnings)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -58,7 +54,7 @@ def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray, points: i
 
 
 @dataclass
-class Normalizer:
+class Normalizer(DictConfig):
     """Per-channel curve statistics, summary statistics and clip range, log10-life statistics.
 
     Summary features are clipped to the training range widened by a quarter of it on each side:
@@ -100,10 +96,3 @@ class Normalizer:
 
     def life(self, standardised: np.ndarray) -> np.ndarray:
         return 10.0 ** (np.asarray(standardised, dtype=np.float64) * self.target_std + self.target_mean)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Normalizer":
-        return cls(**data)

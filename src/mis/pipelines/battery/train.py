@@ -20,7 +20,7 @@ from mis.errors import UsageError
 from mis.io.battery import MIT_VOLTAGE_GRID, Cell
 from mis.models.fpnn import FPNN, FPNNConfig, FPNNEnsemble
 from mis.pipelines.battery.baseline import VarianceModel, rmse_mape
-from mis.pipelines.battery.features import CHANNEL_NAMES, SUMMARY_NAMES, reference_cycle
+from mis.pipelines.battery.features import CHANNEL_NAMES, FIRST_CYCLE, SUMMARY_NAMES, reference_cycle
 from mis.pipelines.battery.pipeline import TASK, standardised_predictions
 from mis.pipelines.battery.preprocess import BatteryArrays, Normalizer, stack_cells
 from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, build_optimizer
@@ -114,7 +114,7 @@ def fit_ensemble(arrays: BatteryArrays, options: BatteryTrainOptions,
 def battery_card(config: FPNNConfig, normalizer: Normalizer, baseline: VarianceModel, options: BatteryTrainOptions,
                  voltage: np.ndarray, arrays: BatteryArrays, metrics: dict) -> dict:
     preprocessing = {
-        "n_cycles": options.n_cycles, "first_cycle": 2, "reference_cycle": reference_cycle(options.n_cycles),
+        "n_cycles": options.n_cycles, "first_cycle": FIRST_CYCLE, "reference_cycle": reference_cycle(options.n_cycles),
         "voltage_grid": {"start": float(voltage[0]), "stop": float(voltage[-1]), "points": int(len(voltage))},
         "channels": list(channels_of(options)), "curve_points": int(config.n_points),
         "summary_features": list(SUMMARY_NAMES + extra_summary_of(options)),

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mis.errors import InputError
 from mis.io.atomic import atomic_output, atomic_write_json
-from mis.io.files import output_paths_for, resolve_inputs
+from mis.io.files import source_target_pairs
 from mis.io.nifti import write_nifti
 from mis.io.volume import looks_like_hu, read_volume, to_ras
 from mis.pipelines.ct_segmentation.outputs import label_statistics, preview_png
@@ -37,16 +36,8 @@ def sidecar(target: Path, suffix: str) -> Path:
 
 def plan_items(inputs: list[str], output: Path) -> list[WorkItem]:
     """One WorkItem per volume. `output` is a folder, or a file name when there is one input."""
-    sources = []
-    for argument in inputs:
-        try:
-            sources.extend(resolve_inputs([argument]))
-        except InputError:
-            # keep it as an item: reading it fails with the same clear line, and the batch goes on
-            sources.append(Path(argument))
-    if len(sources) == 1 and output.name.endswith((".nii", ".nii.gz")):
-        return [WorkItem(str(sources[0]), sources[0], output)]
-    return [WorkItem(str(s), s, t) for s, t in zip(sources, output_paths_for(sources, output))]
+    pairs = source_target_pairs(inputs, output, file_suffixes=(".nii", ".nii.gz"))
+    return [WorkItem(str(source), source, target) for source, target in pairs]
 
 
 def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], options: SegmentOptions, *,

@@ -7,15 +7,14 @@ on ground truth average-pooled to each scale (PyMIC mode 2), Adam, polynomial LR
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mis.checkpoints import build_card, load_matching, read_card, read_state, save_checkpoint
+from mis.checkpoints import build_card, load_matching, read_state, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.io.files import resolve_inputs
 from mis.io.volume import read_volume

@@ -158,19 +158,13 @@ METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "pesq_wb", "s
 
 def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dict:
     """Copy-synthesis of each file with the vocoder and with Griffin-Lim on the same mel; per-file and mean scores."""
-    import torchaudio
-
-    from mis.io.audio import read_audio
-    from mis.pipelines.vocoder.mel import log_mel
+    from mis.pipelines.vocoder.mel import log_mel, read_audio_at
 
     config = pipeline.mel_config
     fbank = mel_filterbank(config)
     cases = []
     for path in paths:
-        samples, meta = read_audio(path)
-        if meta.sample_rate != config.sample_rate:
-            samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate,
-                                                     config.sample_rate).numpy()
+        samples, _ = read_audio_at(path, config.sample_rate)
         if seconds:
             samples = samples[: int(seconds * config.sample_rate)]
         if len(samples) < config.min_samples:

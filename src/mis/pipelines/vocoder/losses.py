@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mis.pipelines.vocoder.mel import MelConfig, log_mel, stft
+from mis.pipelines.vocoder.mel import MelConfig, istft, log_mel, stft
 
 WEIGHT_AMPLITUDE = 45.0
 WEIGHT_PHASE = 100.0
@@ -52,9 +52,7 @@ def phase_losses(phase: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
 def consistency_loss(real: torch.Tensor, imag: torch.Tensor, config: MelConfig) -> torch.Tensor:
     """Mean squared distance between the predicted spectrum and the STFT of its inverse STFT."""
     spectrum = torch.complex(real, imag)
-    window = torch.hann_window(config.win_length, device=real.device)
-    wave = torch.istft(spectrum, config.n_fft, config.hop_length, config.win_length, window, center=True)
-    again = stft(wave, config)
+    again = stft(istft(spectrum, config), config)
     frames = min(again.shape[-1], spectrum.shape[-1])
     return torch.mean((again[..., :frames] - spectrum[..., :frames]).abs() ** 2)
 
@@ -72,9 +70,11 @@ def spectral_losses(output: dict[str, torch.Tensor], target: dict[str, torch.Ten
     return losses
 
 
-def mel_loss(generated: torch.Tensor, real: torch.Tensor, config: MelConfig, fbank: torch.Tensor) -> torch.Tensor:
-    length = min(generated.shape[-1], real.shape[-1])
-    return F.l1_loss(log_mel(generated[..., :length], config, fbank), log_mel(real[..., :length], config, fbank))
+def mel_loss(generated: torch.Tensor, real_mel: torch.Tensor, config: MelConfig, fbank: torch.Tensor) -> torch.Tensor:
+    """L1 between the generated waveform's log-mel and the real one (computed once per step by the caller)."""
+    generated_mel = log_mel(generated, config, fbank)
+    frames = min(generated_mel.shape[-1], real_mel.shape[-1])
+    return F.l1_loss(generated_mel[..., :frames], real_mel[..., :frames])
 
 
 def discriminator_loss(real_outputs, fake_outputs) -> torch.Tensor:

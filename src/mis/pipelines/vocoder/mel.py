@@ -80,3 +80,13 @@ def log_mel(wave: torch.Tensor, config: MelConfig, fbank: torch.Tensor | None = 
     fbank = mel_filterbank(config).to(wave.device, wave.dtype) if fbank is None else fbank
     mel = torch.matmul(fbank, magnitude(stft(wave, config)))
     return torch.log(torch.clamp(mel, min=config.log_floor))
+
+
+def read_audio_at(path, sample_rate: int):
+    """(mono float32 samples at `sample_rate`, the file's AudioMeta): other rates are resampled with torchaudio."""
+    from mis.io.audio import read_audio
+
+    samples, meta = read_audio(path)
+    if meta.sample_rate != sample_rate:
+        samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate, sample_rate).numpy()
+    return samples.astype("float32", copy=False), meta

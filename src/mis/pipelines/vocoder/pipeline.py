@@ -45,10 +45,14 @@ def fold_weight_norm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def check_framing(network: APNetConfig, mel: MelConfig) -> None:
-    """The network's ISTFT and the card's mel must frame audio alike, or the output has the wrong length/pitch."""
+def framing_mismatches(network: APNetConfig, mel: MelConfig) -> list[str]:
+    """The network's ISTFT and the mel convention must frame audio alike, or the output has the wrong length/pitch."""
     fields = ("n_fft", "hop_length", "win_length", "n_mels")
-    differ = [f"{f} {getattr(network, f)} vs {getattr(mel, f)}" for f in fields if getattr(network, f) != getattr(mel, f)]
+    return [f"{f} {getattr(network, f)} vs {getattr(mel, f)}" for f in fields if getattr(network, f) != getattr(mel, f)]
+
+
+def check_framing(network: APNetConfig, mel: MelConfig) -> None:
+    differ = framing_mismatches(network, mel)
     if differ:
         raise CheckpointError(f"checkpoint's network and mel convention disagree: {', '.join(differ)}")
 

@@ -10,24 +10,16 @@ import torch
 
 from mis.errors import InputError
 from mis.io.atomic import atomic_output
-from mis.io.audio import read_audio, read_mel
-from mis.io.files import output_paths_for, resolve_inputs
-from mis.pipelines.vocoder.mel import MelConfig, log_mel, mel_filterbank
+from mis.io.audio import read_mel
+from mis.io.files import source_target_pairs
+from mis.pipelines.vocoder.mel import MelConfig, log_mel, mel_filterbank, read_audio_at
 from mis.pipelines.vocoder.pipeline import VocoderPipeline, check_mel
 from mis.runtime.executor import RunSummary, WorkItem, run_items
 
 
 def plan(inputs: list[str], output: Path, kind: str, suffix: str, stem_suffix: str) -> list[WorkItem]:
-    sources: list[Path] = []
-    for argument in inputs:
-        try:
-            sources.extend(resolve_inputs([argument], kinds=(kind,)))
-        except InputError:
-            sources.append(Path(argument))  # reading it reports the problem; the batch goes on
-    if len(sources) == 1 and output.suffix.lower() == suffix:
-        return [WorkItem(str(sources[0]), sources[0], output)]
-    targets = output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)
-    return [WorkItem(str(s), s, t) for s, t in zip(sources, targets)]
+    pairs = source_target_pairs(inputs, output, kinds=(kind,), suffix=suffix, stem_suffix=stem_suffix)
+    return [WorkItem(str(source), source, target) for source, target in pairs]
 
 
 def source_note(meta, config: MelConfig) -> str:
@@ -43,15 +35,10 @@ def source_note(meta, config: MelConfig) -> str:
 
 def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, skip_existing: bool = False,
               overwrite: bool = False, progress: bool = True) -> RunSummary:
-    import torchaudio
-
     fbank = mel_filterbank(config)
 
     def read(item: WorkItem):
-        samples, meta = read_audio(item.source)
-        if meta.sample_rate != config.sample_rate:
-            samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate,
-                                                     config.sample_rate).numpy()
+        samples, meta = read_audio_at(item.source, config.sample_rate)
         if len(samples) < config.min_samples:
             raise InputError(item.source, f"audio too short ({meta.frames} samples at {meta.sample_rate} Hz); n_fft "
                              f"{config.n_fft} needs {1000 * config.min_samples / config.sample_rate:.0f} ms")

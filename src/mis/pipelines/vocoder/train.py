@@ -19,13 +19,12 @@ import torch
 
 from mis.checkpoints import build_card, save_checkpoint
 from mis.errors import InputError, UsageError
-from mis.io.audio import read_audio
 from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
 from mis.models.discriminators import DiscriminatorConfig, Discriminators
 from mis.pipelines.vocoder import losses as L
 from mis.pipelines.vocoder.evaluate import log_spectral_distance
-from mis.pipelines.vocoder.mel import MEL_22K, MelConfig, log_mel, mel_filterbank
-from mis.pipelines.vocoder.pipeline import TASK
+from mis.pipelines.vocoder.mel import MEL_22K, MelConfig, log_mel, mel_filterbank, read_audio_at
+from mis.pipelines.vocoder.pipeline import TASK, framing_mismatches
 from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer
 
 
@@ -46,13 +45,9 @@ class VocoderTrainOptions(RunOptions):
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
-    import torchaudio
-
     clips = []
     for path in paths:
-        samples, meta = read_audio(path)
-        if meta.sample_rate != sample_rate:
-            samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate, sample_rate).numpy()
+        samples, _ = read_audio_at(path, sample_rate)
         if len(samples) < sample_rate // 4:  # checked up front: validation would fail only after training
             raise InputError(path, f"clip too short for training ({len(samples) / sample_rate:.2f} s; need 0.25 s)")
         clips.append(samples.astype(np.float32))
@@ -105,7 +100,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         target = L.targets(wave, cfg)
         output = {"logamp": logamp.float(), "phase": phase.float(), "real": real, "imag": imag}
         spectral = L.spectral_losses(output, target, cfg)
-        loss_mel = L.mel_loss(generated, wave, cfg, fb)
+        loss_mel = L.mel_loss(generated, mel, cfg, fb)
         loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
         if use_gan:
             with trainer.autocast():
@@ -146,10 +141,10 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
 
 
 def check_options(options: VocoderTrainOptions) -> None:
-    net, mel = options.network, options.mel
-    if (net.n_fft, net.hop_length, net.win_length, net.n_mels) != (mel.n_fft, mel.hop_length, mel.win_length,
-                                                                    mel.n_mels):
-        raise UsageError("network and mel convention disagree on n_fft/hop/win/n_mels")
+    mel = options.mel
+    differ = framing_mismatches(options.network, mel)
+    if differ:
+        raise UsageError(f"network and mel convention disagree on n_fft/hop/win/n_mels: {', '.join(differ)}")
     if options.segment % mel.hop_length:
         raise UsageError(f"--segment must be a multiple of the hop ({mel.hop_length})")
 
