@@ -43,7 +43,7 @@ def mel(
     config = _mel_config(model, preset)
     items = plan(inputs, output, "audio", ".npy", "_mel")
     summary = mel_files(items, config, workers=runtime.workers, skip_existing=skip_existing, overwrite=overwrite,
-                        progress=not (runtime.quiet or runtime.json))
+                        progress=runtime.chatty)
     report_run(summary, runtime, "mis mel", extra_columns=["frames", "resampled_from", "note"])
 
 
@@ -71,5 +71,5 @@ def vocode(
     items = plan(inputs, output, "mel", ".wav", "")
     summary = vocode_files(pipeline, items, workers=runtime.workers, batch_size=runtime.batch_size or 1,
                            skip_existing=skip_existing, overwrite=overwrite,
-                           progress=not (runtime.quiet or runtime.json))
+                           progress=runtime.chatty)
     report_run(summary, runtime, "mis vocode", extra_columns=["seconds_audio", "clipped_samples"])

@@ -59,7 +59,7 @@ def predict(
     _report(rows, runtime, pipeline.n_cycles)
     for row in rows:
         for warning in row.warnings:
-            if not (runtime.quiet or runtime.json):
+            if runtime.chatty:
                 stderr.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     failed = [row for row in rows if row.error]
     for row in failed:

@@ -44,8 +44,8 @@ def pretrain_ct(
                               batch_size=batch, lr=lr, fast=not full, network=overrides,
                               spacing=(spacing,) * 3 if spacing else None, device=runtime.device,
                               precision=runtime.precision, seed=runtime.seed, resume=resume,
-                              progress=not (runtime.quiet or runtime.json))
-    log = (lambda *_: None) if (runtime.quiet or runtime.json) else (lambda text: stdout.print(text, highlight=False))
+                              progress=runtime.chatty)
+    log = (lambda text: stdout.print(text, highlight=False)) if runtime.chatty else (lambda *_: None)
     result = run(options, log=log)
     if runtime.json:
         print_json(result)

@@ -59,7 +59,7 @@ def segment(
     else:
         pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, **settings)
         summary = segment_files(pipeline, items, options, workers=runtime.workers,
-                                progress=not (runtime.quiet or runtime.json))
+                                progress=runtime.chatty)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
         raise typer.Exit(0)
     report_run(summary, runtime, "mis segment", extra_columns=["windows", "windows_skipped", "warning"])

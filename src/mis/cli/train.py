@@ -46,8 +46,8 @@ def train_segment(
         labels_map=read_labels_map(labels_map) if labels_map else None, phantoms=phantoms, steps=steps,
         batch_size=batch, lr=lr, fast=not full, spacing=(spacing,) * 3 if spacing else None, init=init,
         device=runtime.device, precision=runtime.precision, seed=runtime.seed, resume=resume, half=half,
-        progress=not (runtime.quiet or runtime.json))
-    log = (lambda *_: None) if (runtime.quiet or runtime.json) else (lambda text: stdout.print(text, highlight=False))
+        progress=runtime.chatty)
+    log = (lambda text: stdout.print(text, highlight=False)) if runtime.chatty else (lambda *_: None)
     result = train_segmentation(options, log=log)
     if runtime.json:
         print_json(result)
@@ -92,8 +92,8 @@ def train_battery(
         temperature=temperature, charge_time=charge_time,
         seed=runtime.seed, device=runtime.device if runtime.device != "auto" else "cpu",
         precision="fp32" if runtime.precision in ("auto", "fp32") else runtime.precision, resume=resume, half=half,
-        progress=not (runtime.quiet or runtime.json))
-    log = (lambda *_: None) if (runtime.quiet or runtime.json) else (lambda text: stdout.print(text, highlight=False))
+        progress=runtime.chatty)
+    log = (lambda text: stdout.print(text, highlight=False)) if runtime.chatty else (lambda *_: None)
     result = run_training(cells, options, log=log)
     if runtime.json:
         print_json(result)
@@ -138,8 +138,8 @@ def train_vocoder(
         discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
         device=runtime.device if runtime.device != "auto" else "cpu",
         precision="fp32" if runtime.precision in ("auto", "fp32") else runtime.precision, resume=resume, half=half,
-        progress=not (runtime.quiet or runtime.json))
-    log = (lambda *_: None) if (runtime.quiet or runtime.json) else (lambda text: stdout.print(text, highlight=False))
+        progress=runtime.chatty)
+    log = (lambda text: stdout.print(text, highlight=False)) if runtime.chatty else (lambda *_: None)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:
         print_json(result)

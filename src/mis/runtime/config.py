@@ -16,5 +16,10 @@ class RuntimeConfig:
     quiet: bool = False
     debug: bool = False
 
+    @property
+    def chatty(self) -> bool:
+        """Progress bars and log lines are for people: off under --quiet and --json."""
+        return not (self.quiet or self.json)
+
     def to_dict(self) -> dict:
         return asdict(self)

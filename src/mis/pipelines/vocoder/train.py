@@ -174,9 +174,11 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
                       step_fn=make_step(options, fbank),
                       validate_fn=make_validate(val_clips, options, fbank) if val_clips else None)
     start = time.perf_counter()
-    # Before gan_start the discriminator's optimizer does not step, but the loop steps every scheduler.
-    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
-    result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, options.segment), options.seed))
+    with warnings.catch_warnings():
+        # Before gan_start the discriminator's optimizer does not step, but the loop steps every scheduler.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, options.segment),
+                                               options.seed))
     seconds = time.perf_counter() - start
     model = trainer.module("generator").cpu().eval()
     metrics = {"val_lsd": result.get("val_lsd"), "best_val_lsd": result.get("best"), "seconds": seconds}
