@@ -312,6 +312,10 @@ def test_read_mel_names_pickled_and_npz_files(tmp_path):
         read_mel(pickled)
     with pytest.raises(InputError, match=r"\.npz archive"):
         read_mel(archive)
+    text = tmp_path / "notes.npy"
+    text.write_text("not an array")
+    with pytest.raises(InputError, match="no NumPy header"):
+        read_mel(text)
 
 
 def test_vocode_reports_clipped_samples(tmp_path):

@@ -69,6 +69,10 @@ def read_mel(path: str | Path) -> np.ndarray:
         raise InputError(path, "file not found")
     if path.suffix.lower() in AUDIO_SUFFIXES:
         raise InputError(path, "this is an audio file, not a mel spectrogram (.npy); make one with `mis mel`")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # np.load would try it as a pickle
+        raise InputError(path, "not a .npy file (no NumPy header); save the mel with numpy.save")
     try:
         mel = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
