@@ -153,3 +153,13 @@ def test_temperature_and_charge_time_from_raw_exports(tmp_path):
     rows = pipeline.predict_cells(cells[:2] + [synthetic_cell(9, n_cycles=12)])  # the last has no temperature
     assert rows[0].error is None and rows[1].error is None
     assert "uses temperature" in rows[2].error
+
+
+def test_take_selects_the_same_cells_by_mask_or_position():
+    arrays = _arrays(n_cycles=30, count=6, seed=3)
+    mask = np.array([True, False, True, False, False, True])
+    by_mask, by_position = arrays.take(mask), arrays.take(np.array([0, 2, 5]))
+    assert by_mask.names == by_position.names == [arrays.names[i] for i in (0, 2, 5)]
+    np.testing.assert_array_equal(by_mask.curves, arrays.curves[[0, 2, 5]])
+    np.testing.assert_array_equal(by_position.summary, arrays.summary[[0, 2, 5]])
+    np.testing.assert_array_equal(by_mask.life, arrays.life[[0, 2, 5]])

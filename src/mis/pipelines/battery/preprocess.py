@@ -27,6 +27,13 @@ class BatteryArrays:
     def __len__(self) -> int:
         return len(self.names)
 
+    def take(self, index: np.ndarray) -> "BatteryArrays":
+        """The cells at `index` (integer positions or a boolean mask), e.g. one cross-validation fold."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=int)
+        return BatteryArrays(names=[self.names[i] for i in index], sources=[self.sources[i] for i in index],
+                             curves=self.curves[index], summary=self.summary[index], life=self.life[index],
+                             splits=[self.splits[i] for i in index])
+
 
 def cell_arrays(cell: Cell, n_cycles: int, voltage: np.ndarray, points: int = CURVE_POINTS,
                 channels: tuple[str, ...] = CHANNEL_NAMES,
