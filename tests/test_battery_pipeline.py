@@ -91,18 +91,30 @@ def test_cli_predict_writes_table_csv_plots_and_continues_past_bad_files(tiny_ba
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     out_csv, plots = tmp_path / "pred.csv", tmp_path / "plots"
-    result = runner.invoke(app, ["--json", "battery", "predict", str(data), str(empty), "--model",
+    missing = tmp_path / "missing.csv"
+    result = runner.invoke(app, ["--json", "battery", "predict", str(data), str(empty), str(missing), "--model",
                                  str(tiny_battery_checkpoint), "--csv", str(out_csv), "--plot", str(plots)])
     assert result.exit_code == 1
     document = json.loads(result.stdout)
     ok = [c for c in document["cells"] if c["error"] is None]
     assert len(ok) == 3 and all(c["fpnn_cycle_life"] > 0 and c["variance_model_cycle_life"] > 0 for c in ok)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "empty.csv" in errors[0] and "empty" in errors[0]
+    assert len(errors) == 2 and "empty.csv" in errors[0] and "empty" in errors[0]
+    assert "missing.csv: no such file" in errors[1]  # a missing path is one row, not the end of the batch
     assert "Traceback" not in result.output
     rows = list(csv.DictReader(out_csv.open()))
-    assert len(rows) == 4 and rows[0]["fpnn_cycle_life"]
+    assert len(rows) == 5 and rows[0]["fpnn_cycle_life"]
     assert len(list(plots.glob("*.png"))) == 3
+
+
+def test_report_files_never_replace_inputs(tiny_battery_checkpoint, tmp_path):
+    data = tmp_path / "cells.npz"
+    _write_npz(data, synthetic_cells(1, n_cycles=30))
+    original = data.read_bytes()
+    for option in ("--csv", "--plot"):
+        result = runner.invoke(app, ["battery", "predict", str(data), "--model", str(tiny_battery_checkpoint),
+                                     option, str(data)])
+        assert result.exit_code == 2 and data.read_bytes() == original, result.output
 
 
 def test_cli_rejects_a_window_the_model_does_not_use(tiny_battery_checkpoint, tmp_path):

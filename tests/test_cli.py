@@ -177,3 +177,46 @@ def test_help_cache_key_follows_layout_settings_and_only_help_is_cached(monkeypa
     assert entry.cache_key(["--help"]) != key != entry.cache_key(["segment", "--help"])
     assert entry.is_help_request(["train", "vocoder", "-h"]) and entry.is_help_request(["--help"])
     assert not entry.is_help_request(["--json", "--help"]) and not entry.is_help_request(["segment", "x.nii"])
+
+
+def test_outputs_never_replace_inputs_and_clashes_fail_only_their_items(tiny_ct_checkpoint, phantom_file, tmp_path):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    shutil.copy(phantom_file, folder / "a.nii.gz")
+    original = (folder / "a.nii.gz").read_bytes()
+    # -o naming the input itself, even with --overwrite: refused for that item, the input untouched
+    result = invoke("--json", "segment", folder / "a.nii.gz", "-o", folder / "a.nii.gz", "--overwrite",
+                    "--model", tiny_ct_checkpoint)
+    assert result.exit_code == 1 and "would replace the input" in result.stdout
+    assert (folder / "a.nii.gz").read_bytes() == original
+    # a resumed run writing into the input folder does not segment its own outputs
+    for _ in range(2):
+        result = invoke("--json", "segment", folder, "-o", folder, "--skip-existing", "--model", tiny_ct_checkpoint)
+        assert result.exit_code == 0, result.stdout
+    assert sorted(p.name for p in folder.glob("*.nii.gz")) == ["a.nii.gz", "a_seg.nii.gz"]
+    # two inputs with one output name fail; the other input is still segmented
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    shutil.copy(phantom_file, clash / "ct.nii.gz")
+    nib.save(nib.load(phantom_file), clash / "ct.nii")
+    shutil.copy(phantom_file, clash / "other.nii.gz")
+    result = invoke("--json", "segment", clash, "-o", tmp_path / "out", "--model", tiny_ct_checkpoint)
+    statuses = {Path(i["source"]).name: i["status"] for i in json.loads(result.stdout)["items"]}
+    assert statuses == {"ct.nii": "failed", "ct.nii.gz": "failed", "other.nii.gz": "done"}
+
+
+def test_an_existing_file_of_another_kind_as_output_is_a_usage_error(tmp_path):
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    result = invoke("mel", audio, "-o", audio)
+    assert result.exit_code == 2 and "existing file" in result.output and audio.read_bytes() == b"RIFF"
+
+
+def test_what_the_reader_noticed_reaches_the_report(tiny_ct_checkpoint, phantom_file, tmp_path):
+    image = nib.load(phantom_file)
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nib.save(image, tmp_path / "noqs.nii.gz")
+    result = invoke("--json", "segment", tmp_path / "noqs.nii.gz", "-o", tmp_path / "out", "--model",
+                    tiny_ct_checkpoint)
+    assert "no qform/sform" in json.loads(result.stdout)["items"][0]["warning"]

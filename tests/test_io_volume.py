@@ -556,3 +556,32 @@ def test_io_imports_no_torch():
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_a_damaged_gzip_checksum_is_refused(tmp_path):
+    """nibabel stops at the last voxel byte and never checks the gzip trailer; the reader must."""
+    p = make_nifti(tmp_path / "crc.nii.gz", ct_like((30, 30, 20)))
+    raw = bytearray(p.read_bytes())
+    raw[-8] ^= 0x55  # first byte of the CRC-32 trailer
+    p.write_bytes(bytes(raw))
+    with pytest.raises(InputError) as exc:
+        read_nifti(p)
+    assert exc.value.problem == "truncated or corrupt gzip stream"
+
+
+def test_a_cd_export_with_a_dicomdir_is_found_below_its_folder(tmp_path):
+    series = tmp_path / "cd" / "PT0" / "SE0"
+    series.mkdir(parents=True)
+    for z in range(3):
+        write_slice(series / f"IM{z}", slice_pixels(z), (0, 0, 2.0 * z), instance=z + 1)
+    index = Dataset()
+    index.file_meta = FileMetaDataset()
+    index.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    index.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    index.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    index.DirectoryRecordSequence = []
+    index.save_as(str(tmp_path / "cd" / "DICOMDIR"), enforce_file_format=True)
+    assert resolve_inputs([tmp_path / "cd"]) == [series]
+    with pytest.raises(InputError) as exc:
+        read_volume(tmp_path / "cd" / "DICOMDIR")
+    assert "DICOMDIR" in exc.value.problem

@@ -232,6 +232,14 @@ def test_out_of_range_mels_and_too_short_audio_are_refused(tiny_vocoder, tmp_pat
     sf.write(short, speech_like(0.01), 22050)
     result = runner.invoke(app, ["evaluate", "vocoder", str(short), "--model", str(tiny_vocoder)])
     assert result.exit_code == 1 and "too short" in result.output and "Traceback" not in result.output
+    # with a good file beside it, the good one is still scored and the bad ones are listed
+    good = tmp_path / "good.wav"
+    sf.write(good, speech_like(0.5), 22050)
+    result = runner.invoke(app, ["--json", "evaluate", "vocoder", str(short), str(good), str(tmp_path / "gone.wav"),
+                                 "--model", str(tiny_vocoder)])
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and [c["file"] for c in report["cases"]] == [str(good)]
+    assert [e["file"] for e in report["errors"]] == [str(short), str(tmp_path / "gone.wav")]
 
 
 def test_mel_notes_downmixed_and_band_limited_sources(tiny_vocoder, tmp_path):

@@ -46,8 +46,7 @@ def predict(
     from mis.pipelines.battery.run import predict_inputs, rows_as_dicts, write_csv
 
     runtime = runtime_of(ctx)
-    if csv_out is not None and csv_out.is_dir():
-        raise UsageError(f"--csv {csv_out} is a folder; give a file name")
+    _check_report_paths(data, csv_out, plot)
     pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
     if cycles is not None and cycles != pipeline.n_cycles:
         raise UsageError(f"the model uses the first {pipeline.n_cycles} cycles, not --cycles {cycles}")
@@ -67,6 +66,21 @@ def predict(
     if runtime.json:
         print_json({"n_cycles": pipeline.n_cycles, "cells": rows_as_dicts(rows)})
     raise typer.Exit(1 if failed else 0)
+
+
+def _check_report_paths(data: list[str], csv_out: Path | None, plot: Path | None) -> None:
+    """Before any work: --csv must be a new or report file (never one of the inputs), --plot a folder."""
+    from mis.errors import UsageError
+    from mis.io.files import resolve_each
+
+    if csv_out is not None:
+        if csv_out.is_dir():
+            raise UsageError(f"--csv {csv_out} is a folder; give a file name")
+        inputs = {p.resolve() for p in resolve_each(data, kinds=("battery",)) if isinstance(p, Path)}
+        if csv_out.resolve() in inputs:
+            raise UsageError(f"--csv {csv_out} is one of the inputs; give another file name")
+    if plot is not None and plot.exists() and not plot.is_dir():
+        raise UsageError(f"--plot {plot} is a file; give a folder for the PNGs")
 
 
 def _plot_all(cells, rows, n_cycles: int, folder: Path) -> None:

@@ -63,6 +63,8 @@ def evaluate_battery(
     failed = [row for row in rows if row.error]
     report = {"n_cycles": pipeline.n_cycles, "splits": split_metrics(rows), "cells": rows_as_dicts(rows)}
     if not report["splits"]:
+        for row in failed:
+            stderr.print(f"error: {row.error}", style="red", markup=False, highlight=False)
         raise MisError("no cell with an observed cycle life could be evaluated")
     if output:
         atomic_write_json(output, report)
@@ -90,19 +92,21 @@ def evaluate_vocoder(
     """Copy-synthesis from each file's mel with the vocoder and with Griffin-Lim (32 iterations) on the same
     mel: LSD, MCD, F0 RMSE, PESQ (wide band) and STOI, per file and mean."""
     from mis.io.atomic import atomic_write_json
-    from mis.io.files import resolve_inputs
+    from mis.io.files import resolve_each
     from mis.pipelines.vocoder.evaluate import evaluate_vocoder as run_evaluation
     from mis.pipelines.vocoder.pipeline import VocoderPipeline
     from mis.registry import resolve_checkpoint
 
     runtime = runtime_of(ctx)
     pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime)
-    report = run_evaluation(pipeline, resolve_inputs(data, kinds=("audio",)), seconds)
+    report = run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds)
     if output:
         atomic_write_json(output, report)
+    for failure in report["errors"]:
+        stderr.print(f"error: {failure['error']}", style="red", markup=False, highlight=False)
     if runtime.json:
         print_json(report)
-        return
+        raise typer.Exit(1 if report["errors"] else 0)
 
     def cell(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
@@ -111,3 +115,4 @@ def evaluate_vocoder(
              cell(m["pesq_wb"]), cell(m["stoi"], 3)] for system, m in report["mean"].items()]
     print_table(f"Copy synthesis of {len(report['cases'])} file(s), mean", ["system", "LSD dB", "LSD 0-fmax dB",
                 "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"], rows)
+    raise typer.Exit(1 if report["errors"] else 0)

@@ -116,6 +116,10 @@ def single_file_problem(path: str | Path) -> str:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
         except (TypeError, ValueError):
             frames = 1
+    media_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    if Path(path).name.upper() == "DICOMDIR" or media_class == _DICOMDIR_SOP_CLASS or (
+            ds is not None and "DirectoryRecordSequence" in ds):
+        return "a DICOMDIR (the index of a CD/DVD export), not an image; pass its folder (the series below it are found)"
     if frames > 1:
         return (
             f"multi-frame DICOM file ({frames} frames) is not supported; "

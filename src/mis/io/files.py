@@ -103,6 +103,24 @@ def resolve_inputs(args: Iterable[str | Path], kinds: Sequence[str] = ("nifti", 
     return result
 
 
+def resolve_each(args: Iterable[str | Path], kinds: Sequence[str]) -> list[Path | InputError]:
+    """Like `resolve_inputs`, but an argument that does not resolve (missing path, empty folder, pattern
+    without a match) stays in the list as its InputError, so a batch command reports it and goes on."""
+    seen: set[Path] = set()
+    result: list[Path | InputError] = []
+    for arg in args:
+        try:
+            found = resolve_inputs([arg], kinds=kinds)
+        except InputError as exc:
+            result.append(exc)
+            continue
+        for p in found:
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                result.append(p)
+    return result
+
+
 def input_stem(path: str | Path) -> str:
     """The name an input is known by: file name without ``.nii.gz``/``.nii``/last suffix; a folder's name."""
     p = Path(path)
@@ -154,21 +172,19 @@ def output_paths_for(
                 progressed = True
         if not progressed:
             break
-    names = [s.lower() for s in stems]
-    if len(set(names)) != len(names):
-        dup = next(p for p, n in zip(paths, names) if names.count(n) > 1)
-        raise InputError(dup, "two inputs would write the same output file; rename one of them")
-    return [Path(out_dir) / f"{s}{stem_suffix}{suffix}" for s in stems]
+    return [Path(out_dir) / f"{s}{stem_suffix}{suffix}" for s in stems]  # the planner reports leftover clashes
 
 
 def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequence[str] = ("nifti", "dicom"),
                         suffix: str = ".nii.gz", stem_suffix: str = "_seg",
-                        file_suffixes: Sequence[str] | None = None) -> list[tuple[Path, Path]]:
-    """(input, output file) for every input of a batch command.
+                        file_suffixes: Sequence[str] | None = None) -> list[tuple[Path, Path, str | None]]:
+    """(input, output file, problem or None) for every input of a batch command.
 
     `output` is a folder, or a file name (ending in one of `file_suffixes`, default `suffix`) when there is
     one input. An argument that does not resolve stays an item of its own: reading it reports the problem
-    in one line and the batch goes on.
+    in one line and the batch goes on. The same goes for an item whose output would replace its input or
+    would be written by another item too (its problem says so). Files in the inputs that are this
+    command's own outputs for other inputs (a resumed run with -o pointing at the input folder) are left out.
     """
     sources: list[Path] = []
     for argument in inputs:
@@ -177,6 +193,27 @@ def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequen
         except InputError:
             sources.append(Path(argument))
     output = Path(output)
-    if len(sources) == 1 and output.name.lower().endswith(tuple(file_suffixes or (suffix,))):
-        return [(sources[0], output)]
-    return list(zip(sources, output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)))
+    single_file = output.name.lower().endswith(tuple(s.lower() for s in (file_suffixes or (suffix,))))
+    if output.is_file() and not single_file:
+        raise UsageError(f"-o {output} is an existing file; give a folder or a file name ending in {suffix}")
+    if len(sources) == 1 and single_file:
+        pairs = [(sources[0], output)]
+    else:
+        pairs = list(zip(sources, output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)))
+        targets = {_key(target) for _, target in pairs}
+        pairs = [(source, target) for source, target in pairs if _key(source) not in targets]
+    counts = Counter(_key(target) for _, target in pairs)
+    planned = []
+    for source, target in pairs:
+        problem = None
+        if _key(source) == _key(target):
+            problem = f"{source}: the output would replace the input; choose another -o"
+        elif counts[_key(target)] > 1:
+            problem = f"{source}: another input would write the same output {target.name}; rename one of them"
+        planned.append((source, target, problem))
+    return planned
+
+
+def _key(path: Path) -> str:
+    """Identity of a path for clash checks (case-folded: macOS and Windows file systems ignore case)."""
+    return str(path.resolve()).lower()

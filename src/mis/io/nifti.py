@@ -44,7 +44,7 @@ def _load(path: Path):
     if not is_gz_name and head == _GZIP_MAGIC:
         raise InputError(path, "gzip-compressed data in a file named .nii; rename it to .nii.gz")
     try:
-        img = nib.load(str(path))
+        img = _load_gzipped(path) if is_gz_name else nib.load(str(path))
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(path, "truncated or corrupt gzip stream") from exc
     except nib.filebasedimages.ImageFileError as exc:
@@ -57,6 +57,20 @@ def _load(path: Path):
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
         raise InputError(path, f"not a NIfTI file (nibabel reads it as {type(img).__name__})")
     return img
+
+
+def _load_gzipped(path: Path):
+    """Decompress the whole file first: nibabel stops reading at the last voxel byte, so it never checks the
+    gzip CRC, and a flipped byte inside the stream would be segmented as garbage without a word."""
+    raw = gzip.decompress(path.read_bytes())   # raises on a CRC or length mismatch and on truncation
+    header_size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+    if header_size not in (348, 540):
+        header_size = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else 0
+    if header_size == 540:
+        return nib.Nifti2Image.from_bytes(raw)
+    if header_size == 348:
+        return nib.Nifti1Image.from_bytes(raw)
+    raise nib.filebasedimages.ImageFileError("no NIfTI-1 or NIfTI-2 header")
 
 
 def _short(exc: BaseException) -> str:

@@ -170,7 +170,8 @@ def visible_children(folder: Path) -> list[Path]:
 def dir_has_dicom(folder: Path) -> bool:
     from mis.io.dicom import is_dicom_file
 
-    return any(c.is_file() and is_dicom_file(c) for c in visible_children(folder))
+    # A DICOMDIR (always named so, by the standard) indexes a CD/DVD export; it makes no folder a series.
+    return any(c.is_file() and c.name.upper() != "DICOMDIR" and is_dicom_file(c) for c in visible_children(folder))
 
 
 def _sniff_nifti(p: Path) -> bool:

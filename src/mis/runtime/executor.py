@@ -33,6 +33,7 @@ class WorkItem:
     key: str
     source: Path
     target: Path | None = None  # None: the item produces no file (e.g. a count or a score)
+    problem: str | None = None  # known before running (e.g. its output would replace its input): fails at once
 
 
 @dataclass
@@ -103,6 +104,9 @@ class _Slot:
 
 def _precheck(slot: _Slot, skip_existing: bool, overwrite: bool) -> bool:
     """Settle items whose target already exists; True when the item still has to run."""
+    if slot.item.problem:
+        slot.finish("failed", slot.item.problem)
+        return False
     target = slot.item.target
     if target is None or not target.exists():
         return True

@@ -14,7 +14,7 @@ import numpy as np
 from mis.errors import InputError
 from mis.io.atomic import atomic_write_bytes
 from mis.io.battery import Cell, read_cells
-from mis.io.files import resolve_inputs
+from mis.io.files import resolve_each
 from mis.pipelines.battery.pipeline import BatteryLifePipeline, CellPrediction
 
 CSV_COLUMNS = ("cell", "source", "split", "fpnn_cycle_life", "variance_model_cycle_life", "observed_cycle_life",
@@ -24,7 +24,10 @@ CSV_COLUMNS = ("cell", "source", "split", "fpnn_cycle_life", "variance_model_cyc
 def read_all(inputs: list[str]) -> tuple[list[Cell], list[CellPrediction]]:
     """(cells read, one failed row per unreadable file)."""
     cells, failures = [], []
-    for path in resolve_inputs(inputs, kinds=("battery",)):
+    for path in resolve_each(inputs, kinds=("battery",)):
+        if isinstance(path, InputError):  # a missing path or an empty folder: its row, and the others go on
+            failures.append(CellPrediction(name=Path(path.path).stem, source=str(path.path), error=str(path)))
+            continue
         try:
             cells.extend(read_cells(path))
         except InputError as exc:

@@ -37,7 +37,7 @@ def sidecar(target: Path, suffix: str) -> Path:
 def plan_items(inputs: list[str], output: Path) -> list[WorkItem]:
     """One WorkItem per volume. `output` is a folder, or a file name when there is one input."""
     pairs = source_target_pairs(inputs, output, file_suffixes=(".nii", ".nii.gz"))
-    return [WorkItem(str(source), source, target) for source, target in pairs]
+    return [WorkItem(str(source), source, target, problem) for source, target, problem in pairs]
 
 
 def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], options: SegmentOptions, *,
@@ -66,9 +66,11 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
         target = item.target
         target.parent.mkdir(parents=True, exist_ok=True)
         info = dict(result.info)
-        warning = looks_like_hu(image)
-        if warning:
-            info["warning"] = warning
+        # what the reader noticed (no qform/sform, oblique, modality not CT, not HU) goes to the table and sidecar
+        warnings = [*meta.extra.get("warnings", []), looks_like_hu(image)]
+        warnings = list(dict.fromkeys(w for w in warnings if w))
+        if warnings:
+            info["warning"] = "; ".join(warnings)
         # sidecars first, the label map last: its presence means the item is complete (--skip-existing)
         atomic_write_json(sidecar(target, ".json"), {
             "source": item.key, "labels": {str(k): v for k, v in names.items()},

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from mis.errors import InputError
+from mis.errors import InputError, MisError
 from mis.pipelines.vocoder.mel import MelConfig, mel_filterbank, stft
 
 PESQ_RATE = 16000
@@ -157,27 +157,40 @@ METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "pesq_wb", "s
 
 
 def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dict:
-    """Copy-synthesis of each file with the vocoder and with Griffin-Lim on the same mel; per-file and mean scores."""
+    """Copy-synthesis of each file with the vocoder and with Griffin-Lim on the same mel; per-file and mean scores.
+
+    `paths` may hold InputErrors (arguments that did not resolve); those and unreadable files are listed
+    under "errors" and the other files are still scored.
+    """
+    cases, errors = [], []
+    for path in paths:
+        try:
+            if isinstance(path, InputError):
+                raise path
+            cases.append(_score_file(pipeline, path, seconds))
+        except InputError as exc:
+            errors.append({"file": exc.path, "error": str(exc)})
+    if not cases:
+        raise MisError("no file could be scored" + (f" ({errors[0]['error']})" if errors else ""))
+    return {"cases": cases, "mean": {system: _means([c[system] for c in cases]) for system in ("vocoder", "griffin_lim")},
+            "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "errors": errors}
+
+
+def _score_file(pipeline, path, seconds: float | None) -> dict:
     from mis.pipelines.vocoder.mel import log_mel, read_audio_at
 
     config = pipeline.mel_config
-    fbank = mel_filterbank(config)
-    cases = []
-    for path in paths:
-        samples, _ = read_audio_at(path, config.sample_rate)
-        if seconds:
-            samples = samples[: int(seconds * config.sample_rate)]
-        if len(samples) < config.min_samples:
-            raise InputError(path, f"audio too short ({len(samples)} samples at {config.sample_rate} Hz) for "
-                             f"n_fft {config.n_fft}")
-        mel = log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy()
-        vocoded = pipeline(mel)
-        baseline = griffin_lim(mel, config, length=len(samples))
-        cases.append({"file": str(path), "seconds": round(len(samples) / config.sample_rate, 2),
-                      "vocoder": score_pair(vocoded, samples, config),
-                      "griffin_lim": score_pair(baseline, samples, config)})
-    return {"cases": cases, "mean": {system: _means([c[system] for c in cases]) for system in ("vocoder", "griffin_lim")},
-            "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS}
+    samples, _ = read_audio_at(path, config.sample_rate)
+    if seconds:
+        samples = samples[: int(seconds * config.sample_rate)]
+    if len(samples) < config.min_samples:
+        raise InputError(path, f"audio too short ({len(samples)} samples at {config.sample_rate} Hz) for "
+                         f"n_fft {config.n_fft}")
+    mel = log_mel(torch.from_numpy(samples)[None], config, mel_filterbank(config))[0].numpy()
+    vocoded = pipeline(mel)
+    baseline = griffin_lim(mel, config, length=len(samples))
+    return {"file": str(path), "seconds": round(len(samples) / config.sample_rate, 2),
+            "vocoder": score_pair(vocoded, samples, config), "griffin_lim": score_pair(baseline, samples, config)}
 
 
 def _means(scores: list[dict]) -> dict:

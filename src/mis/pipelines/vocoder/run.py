@@ -19,7 +19,7 @@ from mis.runtime.executor import RunSummary, WorkItem, run_items
 
 def plan(inputs: list[str], output: Path, kind: str, suffix: str, stem_suffix: str) -> list[WorkItem]:
     pairs = source_target_pairs(inputs, output, kinds=(kind,), suffix=suffix, stem_suffix=stem_suffix)
-    return [WorkItem(str(source), source, target) for source, target in pairs]
+    return [WorkItem(str(source), source, target, problem) for source, target, problem in pairs]
 
 
 def source_note(meta, config: MelConfig) -> str:
