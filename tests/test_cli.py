@@ -143,6 +143,16 @@ def test_evaluate_segment(tiny_ct_checkpoint, phantom_file, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert all(abs(v["dice"] - 1.0) < 1e-6 for v in report["mean"].values())
+    # a reference without a prediction and a prediction on another grid are reported, the rest still scored
+    shutil.copy(phantom_file.with_name("case1_labels.nii.gz"), ref_dir / "case2.nii.gz")
+    shutil.copy(phantom_file.with_name("case1_labels.nii.gz"), ref_dir / "case3.nii.gz")
+    moved = nib.load(pred_dir / "case1_seg.nii.gz")
+    nib.save(nib.Nifti1Image(np.asanyarray(moved.dataobj), moved.affine * 2), pred_dir / "case3_seg.nii.gz")
+    result = invoke("--json", "evaluate", "segment", "--pred", pred_dir, "--ref", ref_dir)
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and [c["case"] for c in report["cases"]] == ["case1"]
+    assert [e["case"] for e in report["errors"]] == ["case2", "case3"]
+    assert "no prediction" in report["errors"][0]["error"] and "affine differs" in report["errors"][1]["error"]
 
 
 def test_one_output_file_for_many_inputs_and_contradictory_flags_are_usage_errors(tmp_path):

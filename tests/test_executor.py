@@ -242,6 +242,18 @@ def test_keyboard_interrupt_is_not_swallowed(tmp_path):
 def test_error_line_formats():
     assert error_line(InputError("a.nii", "empty file")) == "a.nii: empty file"
     assert error_line(RuntimeError("x\n  y")) == "RuntimeError: x y"
+    # an OS error names the file the user knows (an atomic write's temporary file names its folder)
+    assert error_line(PermissionError(13, "Permission denied", "/o/.a_seg.tmp-12.json")) == "/o: permission denied"
+    assert error_line(FileNotFoundError(2, "No such file or directory", "b.wav")) == "b.wav: no such file or directory"
+
+
+def test_targets_that_are_folders_or_unwritable_fail_before_any_work(tmp_path):
+    items = make_items(tmp_path, 2)
+    items[0].target.mkdir()
+    items[1] = WorkItem("k001", items[1].source, items[1].target, problem="in_001.txt: would replace the input")
+    summary = run(items, overwrite=True, read=lambda item: pytest.fail("read"))
+    assert [r.error for r in summary.results] == [f"{items[0].target}: is a folder, not an output file",
+                                                  "in_001.txt: would replace the input"]
 
 
 # A child process runs the executor with slow, atomic, chunked writes; the test kills it with

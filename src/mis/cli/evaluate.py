@@ -32,12 +32,15 @@ def evaluate_segment(
     report = evaluate_segmentations(pred, ref, mapping, hd95=hd95)
     if output:
         atomic_write_json(output, report)
+    for failure in report["errors"]:
+        stderr.print(f"error: {failure['error']}", style="red", markup=False, highlight=False)
     if runtime.json:
         print_json(report)
-        return
-    rows = [[name, f"{m['dice']:.4f}", "-" if m["hd95_mm"] is None else f"{m['hd95_mm']:.2f}", m["cases"]]
-            for name, m in report["mean"].items()]
-    print_table(f"Dice / HD95 over {len(report['cases'])} case(s)", ["label", "Dice", "HD95 mm", "cases"], rows)
+    else:
+        rows = [[name, f"{m['dice']:.4f}", "-" if m["hd95_mm"] is None else f"{m['hd95_mm']:.2f}", m["cases"]]
+                for name, m in report["mean"].items()]
+        print_table(f"Dice / HD95 over {len(report['cases'])} case(s)", ["label", "Dice", "HD95 mm", "cases"], rows)
+    raise typer.Exit(1 if report["errors"] else 0)
 
 
 @app.command("battery")

@@ -9,6 +9,7 @@ go on. Results come back in input order.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -82,9 +83,20 @@ class RunSummary:
 
 def error_line(exc: BaseException) -> str:
     """One line for the summary: our own errors already read well; others get their type."""
-    text = str(exc) if isinstance(exc, MisError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MisError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{_user_path(exc.filename)}: {exc.strerror.lower()}"   # e.g. "out/a_seg.json: permission denied"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def _user_path(name) -> str:
+    """The path the user knows: an atomic write's hidden temporary file (.x.tmp-123.json) names its folder."""
+    path = Path(str(name))
+    return str(path.parent) if path.name.startswith(".") and ".tmp-" in path.name else str(path)
 
 
 @dataclass
@@ -108,6 +120,13 @@ def _precheck(slot: _Slot, skip_existing: bool, overwrite: bool) -> bool:
         slot.finish("failed", slot.item.problem)
         return False
     target = slot.item.target
+    folder = None if target is None else next((p for p in target.parents if p.exists()), None)
+    if folder is not None and not os.access(folder, os.W_OK):
+        slot.finish("failed", f"{folder}: cannot write in this folder (permission denied)")  # before any computing
+        return False
+    if target is not None and target.is_dir():
+        slot.finish("failed", f"{target}: is a folder, not an output file")
+        return False
     if target is None or not target.exists():
         return True
     if skip_existing:

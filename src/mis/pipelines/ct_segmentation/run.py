@@ -62,6 +62,15 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
         return outputs
 
     def write(item: WorkItem, output) -> dict:
+        written: list[Path] = []
+        try:
+            return write_files(item, output, written)
+        except BaseException:
+            for path in written:  # no partial output: the sidecars go when the label map cannot be written
+                path.unlink(missing_ok=True)
+            raise
+
+    def write_files(item: WorkItem, output, written: list[Path]) -> dict:
         image, meta, result = output
         target = item.target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,23 +81,27 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
         if warnings:
             info["warning"] = "; ".join(warnings)
         # sidecars first, the label map last: its presence means the item is complete (--skip-existing)
-        atomic_write_json(sidecar(target, ".json"), {
+        written.append(sidecar(target, ".json"))
+        atomic_write_json(written[-1], {
             "source": item.key, "labels": {str(k): v for k, v in names.items()},
             "model_sha256": pipeline.card.get("sha256"), "shape": list(image.shape),
             "affine": np.asarray(meta.affine).tolist(), **{k: v for k, v in info.items() if k != "device"}})
         if options.statistics:
             stats = label_statistics(result.labels, image, meta, names)
-            atomic_write_json(sidecar(target, "_statistics.json"), stats)
+            written.append(sidecar(target, "_statistics.json"))
+            atomic_write_json(written[-1], stats)
             info["organs_found"] = sum(1 for s in stats.values() if s["voxels"])
         if options.preview:
             image_ras, ras_affine, _ = to_ras(image, meta)
             labels_ras, _, _ = to_ras(result.labels, meta)
             spacing = tuple(float(v) for v in np.linalg.norm(ras_affine[:3, :3], axis=0))
-            with atomic_output(sidecar(target, "_preview.png")) as tmp:
+            written.append(sidecar(target, "_preview.png"))
+            with atomic_output(written[-1]) as tmp:
                 preview_png(image_ras, labels_ras, spacing).save(tmp, format="PNG")
         if result.probabilities is not None:
             probs = np.moveaxis(result.probabilities, 0, -1)  # (X, Y, Z, K): NIfTI 4th axis = class
-            write_nifti(sidecar(target, "_probabilities.nii.gz"), probs, meta, dtype=np.uint8)
+            written.append(sidecar(target, "_probabilities.nii.gz"))
+            write_nifti(written[-1], probs, meta, dtype=np.uint8)
         write_nifti(target, result.labels, meta, dtype=result.labels.dtype)
         return info
 
