@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 from typer.testing import CliRunner
@@ -66,6 +67,16 @@ def test_unusable_cells_get_an_error_row_and_the_rest_are_predicted(tiny_battery
     assert [r.error is None for r in rows] == [True, False, True]
     assert "needs the first 20 cycles" in rows[1].error
     assert rows[0].fpnn > 0 and rows[0].variance > 0
+
+
+def test_a_capacity_the_model_never_saw_is_refused(tiny_battery_checkpoint):
+    """mAh read as Ah, or a 2.5 Ah cell, would otherwise get a confident, meaningless life."""
+    pipeline = BatteryLifePipeline.from_checkpoint(tiny_battery_checkpoint)
+    cell = synthetic_cell(1, n_cycles=30)
+    rows = pipeline.predict_cells([cell, replace(cell, qd=cell.qd * 1000.0, nominal_capacity=1100.0),
+                                   replace(cell, qd=cell.qd * 2.3, nominal_capacity=2.5)])
+    assert rows[0].error is None
+    assert "is the file in mAh?" in rows[1].error and "another cell type" in rows[2].error
 
 
 def test_variance_model_reproduces_severson_on_the_real_cells():

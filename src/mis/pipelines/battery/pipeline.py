@@ -11,12 +11,15 @@ from mis.checkpoints import load_checkpoint
 from mis.errors import CheckpointError, InputError
 from mis.io.battery import Cell
 from mis.pipelines.battery.baseline import VarianceModel
-from mis.pipelines.battery.features import CHANNEL_NAMES, OPTIONAL_SUMMARY
+from mis.pipelines.battery.features import CHANNEL_NAMES, OPTIONAL_SUMMARY, SUMMARY_NAMES
 from mis.pipelines.battery.preprocess import Normalizer, cell_arrays
 from mis.runtime.config import RuntimeConfig
 from mis.runtime.device import resolve_device
 
 TASK = "battery_life"
+# A cell's capacity at cycle 2 may lie this far (as factors) outside the training cells' before it is refused:
+# ageing and cycler calibration move it by a few per cent, another cell type or a unit error by far more.
+CAPACITY_TOLERANCE = (0.8, 1.25)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class BatteryLifePipeline:
         self.channels = tuple(pre.get("channels", CHANNEL_NAMES))
         self.extra_summary = tuple(n for n in pre.get("summary_features", ()) if n in OPTIONAL_SUMMARY)
         self.normalizer = Normalizer.from_dict(pre["normalizer"])
+        self.summary_names = list(pre.get("summary_features", SUMMARY_NAMES))
         self.baseline = VarianceModel.from_dict(card["extra"]["baseline"])
 
     @classmethod
@@ -74,6 +78,25 @@ class BatteryLifePipeline:
         standardised = standardised_predictions(self.model, self.normalizer, curves, summary, self.device, batch_size)
         return self.normalizer.life(standardised), self.baseline.predict(np.asarray(summary)[:, 0])
 
+    def check_training_range(self, cell: Cell, summary: np.ndarray) -> list[str]:
+        """Refuse a cell whose capacity the model never saw (another cell type, or mAh read as Ah): the network
+        would answer with a confident, meaningless life. Other features outside the training range are
+        clipped to its edge (Normalizer) and reported."""
+        low, high = np.asarray(self.normalizer.summary_low), np.asarray(self.normalizer.summary_high)
+        margin = (high - low) / 6.0          # the normaliser widened the training range by a quarter on each side
+        seen_low, seen_high = low + margin, high - margin
+        if "q_cycle2" in self.summary_names:
+            i = self.summary_names.index("q_cycle2")
+            capacity, lo, hi = float(summary[i]), float(seen_low[i]), float(seen_high[i])
+            if not CAPACITY_TOLERANCE[0] * lo <= capacity <= CAPACITY_TOLERANCE[1] * hi:
+                hint = (" (is the file in mAh?)" if capacity > 100 * hi else
+                        "; another cell type needs its own model (`mis train battery`)")
+                raise InputError(cell.source, f"{cell.name}: discharge capacity at cycle 2 is {capacity:.4g} Ah; "
+                                 f"the model was trained on cells of {lo:.3g}-{hi:.3g} Ah{hint}")
+        outside = [name for name, value, a, b in zip(self.summary_names, summary, low, high) if not a <= value <= b]
+        return [f"{cell.name}: {', '.join(outside)} outside the range of the training cells; the prediction uses "
+                "the edge of that range"] if outside else []
+
     def predict_cells(self, cells: list[Cell]) -> list[CellPrediction]:
         """Every cell gets a row; a cell that cannot be used gets its error and the rest go on."""
         rows, usable, curves, summaries = [], [], [], []
@@ -82,6 +105,7 @@ class BatteryLifePipeline:
             try:
                 cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage, self.curve_points,
                                                              self.channels, self.extra_summary)
+                warnings = warnings + self.check_training_range(cell, summary)
             except InputError as exc:
                 row.error = str(exc)
             else:
