@@ -15,7 +15,8 @@ from conftest import shared_file
 from mis.checkpoints import build_card, read_card, save_checkpoint
 from mis.cli.main import app
 from mis.errors import InputError
-from mis.io.audio import read_mel
+from mis.io.audio import read_audio, read_mel
+from mis.io.files import resolve_inputs
 from mis.importing import KEY_MAPS, map_keys
 from mis.models.apnet import APNet, APNetConfig, apnet_paper_16k, count_parameters
 from mis.pipelines.vocoder import losses as L
@@ -347,3 +348,15 @@ def test_pipeline_refuses_a_card_whose_mel_framing_differs_from_the_network():
     card = build_card("apnet", TINY.to_dict(), task="vocoder", preprocessing={"mel": MEL_16K.to_dict()})
     with pytest.raises(CheckpointError, match="hop_length 256 vs 80"):
         VocoderPipeline(APNet(TINY), card)
+
+
+def test_a_truncated_wav_is_refused_and_mp3_files_are_found_in_folders(tmp_path):
+    wav = tmp_path / "cut.wav"
+    sf.write(wav, speech_like(0.5), 22050, subtype="PCM_16")
+    whole = wav.read_bytes()
+    assert read_audio(wav)[1].frames == 11025
+    wav.write_bytes(whole[: len(whole) // 2])  # libsndfile alone reads this as a shorter recording
+    with pytest.raises(InputError, match="truncated WAV"):
+        read_audio(wav)
+    (tmp_path / "talk.mp3").write_bytes(b"")
+    assert (tmp_path / "talk.mp3") in resolve_inputs([tmp_path], kinds=("audio",))

@@ -14,7 +14,9 @@ import soundfile as sf
 from mis.errors import InputError
 from mis.io.atomic import atomic_output
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")  # libsndfile >= 1.1 reads MP3
+# A WAV whose data chunk declares this size (or 0) was written as a stream and never finalised: no length to check.
+_STREAMING_SIZES = (0, 0xFFFFFFFF)
 
 
 @dataclass
@@ -48,10 +50,30 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, AudioMeta]:
         raise InputError(path, f"not a readable audio file ({str(exc).strip() or type(exc).__name__})") from None
     if data.shape[0] == 0:
         raise InputError(path, "audio has no samples")
+    missing = _missing_wav_bytes(path)
+    if missing:
+        raise InputError(path, f"truncated WAV: {missing} bytes of the audio its header declares are missing")
     samples = data.mean(axis=1)
     if not np.isfinite(samples).all():
         raise InputError(path, "audio contains NaN or infinite samples")
     return samples, AudioMeta(str(path), int(rate), int(data.shape[1]), int(data.shape[0]), info.subtype)
+
+
+def _missing_wav_bytes(path: Path) -> int:
+    """How many bytes of a RIFF/WAVE data chunk are missing from the file (libsndfile reads what is there
+    and says nothing, so a cut-off copy would pass as a shorter recording)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"RIFF" or fh.read(8)[4:] != b"WAVE":
+            return 0
+        while True:
+            header = fh.read(8)
+            if len(header) < 8:
+                return 0
+            chunk_id, chunk_size = header[:4], int.from_bytes(header[4:], "little")
+            if chunk_id == b"data":
+                return 0 if chunk_size in _STREAMING_SIZES else max(0, fh.tell() + chunk_size - size)
+            fh.seek(chunk_size + (chunk_size & 1), 1)  # chunks are padded to an even size
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
