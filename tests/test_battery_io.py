@@ -137,3 +137,123 @@ def test_cells_without_a_life_yet_and_damaged_members(tmp_path):
     beep.write_text(json.dumps({"summary": {"cycle_index": [1, "x"], "discharge_capacity": [1.0, 1.0]}}))
     with pytest.raises(InputError, match="non-numeric"):
         read_cells(beep)
+
+
+# ---------------------------------------------------------------------------------------------- reader fixes
+
+def _arbin_text(tmp_path, header=None, delimiter=",", decimal=".", edit_row=None, name="cell.csv"):
+    """A synthetic Arbin export with its header, separators or rows changed (edit_row: list of str -> same)."""
+    cell = synthetic_cell(3, n_cycles=12)
+    plain = tmp_path / "plain.csv"
+    write_arbin_csv(cell, plain)
+    lines = plain.read_text().splitlines()
+    rows = [row.split(",") for row in lines[1:]]
+    rows = [edit_row(row) for row in rows] if edit_row else rows
+    text = [delimiter.join(header or lines[0].split(","))]
+    text += [delimiter.join(field.replace(".", decimal) for field in row) for row in rows if row]
+    path = tmp_path / name
+    path.write_text("\n".join(text) + "\n")
+    return cell, path
+
+
+def test_arbin_mits_pro_column_names_and_milli_units(tmp_path):
+    header = ["Data Point", "Test Time(s)", "Cycle Index", "Current(mA)", "Voltage(V)", "Discharge Capacity(mAh)",
+              "Aux_Temperature_1(C)"]
+    milli = lambda row: row[:3] + [str(1000 * float(row[3])), row[4], str(1000 * float(row[5])), row[6]]
+    cell, path = _arbin_text(tmp_path, header=header, edit_row=milli)
+    back = read_cells(path)[0]
+    np.testing.assert_array_equal(back.cycles, cell.cycles)
+    np.testing.assert_allclose(back.qd, cell.qd, atol=3e-3)
+    assert back.temperature is not None and back.charge_time
+
+
+@pytest.mark.parametrize("decimal", [".", ","])
+def test_arbin_semicolon_and_comma_decimal_exports(tmp_path, decimal):
+    cell, path = _arbin_text(tmp_path, delimiter=";", decimal=decimal)
+    np.testing.assert_allclose(read_cells(path)[0].qd, cell.qd, atol=3e-3)
+
+
+def test_mit_csv_with_a_byte_order_mark_or_european_separators(tmp_path):
+    cell = synthetic_cell(2, n_cycles=12)
+    text = "\n".join(",".join(f"{q:.6f}" for q in row) for row in cell.qd.T) + "\n"
+    (tmp_path / "bom_cell1.csv").write_text(text, encoding="utf-8-sig")
+    (tmp_path / "euro_cell1.csv").write_text(text.replace(",", ";").replace(".", ","))
+    for name in ("bom_cell1.csv", "euro_cell1.csv"):
+        np.testing.assert_allclose(read_cells(tmp_path / name)[0].qd, cell.qd, atol=1e-6)
+
+
+def test_maccor_header_after_three_preamble_lines_and_a_numbered_file_without_one(tmp_path):
+    cell = synthetic_cell(3, n_cycles=12)
+    path = tmp_path / "cell.041"
+    write_maccor_text(cell, path)
+    lines = path.read_text().splitlines()
+    text = tmp_path / "cell.txt"  # no numbered suffix: found by its header, which is on line 4
+    text.write_text("\n".join(lines[:1] + ["Procedure: x", "Comment: y"] + lines[1:]) + "\n")
+    np.testing.assert_allclose(read_cells(text)[0].qd, cell.qd, atol=3e-3)
+    path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    with pytest.raises(InputError, match="no 'Rec#' header line in its first 5 lines"):
+        read_cells(path)
+
+
+def test_upstream_revisit_severson_layout_finds_the_cycle_life(tmp_path):
+    cell = synthetic_cell(2, n_cycles=12)
+    for folder in ("data/train", "data/cycle_lives", "other"):
+        (tmp_path / folder).mkdir(parents=True)
+    for path in (tmp_path / "data/train/cell2.csv", tmp_path / "other/cell2.csv"):
+        np.savetxt(path, cell.qd.T, delimiter=",")
+    (tmp_path / "data/cycle_lives/train_cycle_lives.csv").write_text("700\n812\n")
+    upstream = read_cells(tmp_path / "data/train/cell2.csv")[0]
+    assert (upstream.cycle_life, upstream.split) == (812, "train")
+    alone = read_cells(tmp_path / "other/cell2.csv")[0]  # a folder without lives is not a split
+    assert (alone.cycle_life, alone.split) == (None, None)
+
+
+def _beep(summary=None, interpolated=None, parameters=None):
+    document = {"summary": {"cycle_index": [1, 2], "discharge_capacity": [1.0, 1.0]} if summary is None else summary}
+    curve = {"voltage": [3.0] * 20, "discharge_capacity": [0.5] * 20, "cycle_index": [1] * 20}
+    document["cycles_interpolated"] = {**curve, **(interpolated or {})}
+    if parameters is not None:
+        document["structuring_parameters"] = parameters
+    return document
+
+
+@pytest.mark.parametrize("document, message", [
+    (_beep(interpolated={"discharge_capacity": [0.5] * 19}), "cycles_interpolated columns have different lengths"),
+    (_beep(interpolated={"voltage": ["x"] * 20}), "'cycles_interpolated/voltage' holds non-numeric"),
+    (_beep(interpolated={"cycle_index": 1}), "'cycles_interpolated/cycle_index' is not an array"),
+    (_beep(parameters={"v_range": "abc"}), "'v_range' is not \\[low, high\\] volts"),
+    (_beep(parameters={"resolution": "x"}), "'resolution' is not a number"),
+    (_beep(parameters={"nominal_capacity": "4.8 Ah"}), "'nominal_capacity' is not a number"),
+    (_beep(parameters=[1]), "'structuring_parameters' is not a JSON object"),
+    (_beep(summary=[1, 2]), "'summary' is not a JSON object \\(found an array\\)"),
+])
+def test_malformed_beep_json_gets_a_plain_message(tmp_path, document, message):
+    path = tmp_path / "beep.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match=message):
+        read_cells(path)
+
+
+def test_raw_discharges_over_another_voltage_window_are_named(tmp_path):
+    def shifted(row):  # an NMC-like cell: 4.22 -> 2.69 V instead of 3.52 -> 1.99 V
+        return row[:4] + [f"{float(row[4]) + 0.7:.5f}"] + row[5:]
+
+    _, path = _arbin_text(tmp_path, edit_row=shifted)
+    nmc = read_cells(path)[0]
+    with pytest.raises(InputError, match="cover 4.2.-2.6. V; the model's grid is 3.5-2.0 V: another chemistry"):
+        cell_window(nmc, 10, MIT_VOLTAGE_GRID)
+
+    def cut_short(row):  # discharges stopped at 3.0 V: same window, partial data
+        return row if float(row[3]) > 0 or float(row[4]) > 3.0 else []
+
+    _, path = _arbin_text(tmp_path, edit_row=cut_short, name="short.csv")
+    with pytest.raises(InputError, match="cover 3.5.-3.0. V, only part of the model's 3.5-2.0 V grid"):
+        cell_window(read_cells(path)[0], 10, MIT_VOLTAGE_GRID)
+
+
+def test_npz_capacities_in_mah_are_named(tmp_path):
+    arrays = as_npz_arrays(synthetic_cells(2, n_cycles=12))
+    arrays["qdlin"] = arrays["qdlin"] * 1000.0
+    np.savez(tmp_path / "mah.npz", **arrays)
+    with pytest.raises(InputError, match="capacities look like mAh"):
+        read_cells(tmp_path / "mah.npz")

@@ -226,6 +226,15 @@ def test_yin_f0_tracks_a_known_pitch_and_agrees_with_librosa():
     assert np.median(np.abs(1200 * np.log2(ours / reference[:len(ours)]))) < 15
 
 
+def test_a_log10_mel_is_told_apart_from_a_natural_log_mel():
+    wave = np.concatenate([speech_like(0.5), np.zeros(4096, np.float32)])  # silence reaches the floor
+    power = torch.exp(log_mel(torch.from_numpy(wave)[None], MEL_22K, mel_filterbank(MEL_22K))[0]).numpy()
+    natural = np.log(np.maximum(power, 1e-5))
+    assert check_mel(natural, MEL_22K).shape == natural.shape
+    with pytest.raises(InputError, match="looks like a log10 mel"):
+        check_mel(np.log10(np.maximum(power, 1e-5)), MEL_22K)
+
+
 def test_out_of_range_mels_and_too_short_audio_are_refused(tiny_vocoder, tmp_path):
     with pytest.raises(InputError, match="mel values reach"):
         check_mel(np.full((80, 10), 40.0, np.float32) - np.eye(80, 10, dtype=np.float32) * 45, MEL_22K)

@@ -100,13 +100,24 @@ def cell_window(cell: Cell, n_cycles: int, voltage: np.ndarray) -> CellWindow:
 
 
 def _check_grid(cell: Cell, voltage: np.ndarray) -> None:
+    top, bottom = voltage.max(), voltage.min()
+    if len(cell.cycles) == 0 and cell.discharge_range is not None:
+        # a raw file with discharges but none on the grid: say which voltages they cover. Past the grid's ends by
+        # over 10 % of its span is another window (an LFP discharge starts from 3.6 V, 0.1 V above the MIT grid).
+        low, high = cell.discharge_range
+        cover, margin = f"discharge curves cover {high:.2f}-{low:.2f} V", 0.1 * (top - bottom)
+        if high > top + margin or low < bottom - margin:
+            raise InputError(cell.source, f"{cell.name}: {cover}; the model's grid is {top:.1f}-{bottom:.1f} V: "
+                             "another chemistry or voltage window")
+        raise InputError(cell.source, f"{cell.name}: {cover}, only part of the model's {top:.1f}-{bottom:.1f} V "
+                         "grid (partial discharges or another voltage window)")
     if len(cell.cycles) == 0:
         raise InputError(cell.source, f"{cell.name}: no complete discharge curves in this file (rest, partial or "
                          "summary data only); the model needs Q(V) curves")
     if len(cell.voltage) != len(voltage) or not np.allclose(cell.voltage, voltage, atol=1e-3):
         raise InputError(cell.source, f"{cell.name}: voltage grid {cell.voltage.max():.2f}->{cell.voltage.min():.2f} V "
-                         f"({len(cell.voltage)} points) differs from the model's {voltage.max():.2f}->"
-                         f"{voltage.min():.2f} V ({len(voltage)} points): another chemistry or voltage window")
+                         f"({len(cell.voltage)} points) differs from the model's {top:.2f}->"
+                         f"{bottom:.2f} V ({len(voltage)} points): another chemistry or voltage window")
 
 
 def _glitch_rows(qd: np.ndarray, nominal: float) -> np.ndarray:

@@ -78,6 +78,14 @@ def check_mel(mel: np.ndarray, config: MelConfig, source: str = "mel") -> np.nda
     if float(mel.max()) > MAX_LOG_MEL:
         raise InputError(source, f"mel values reach {float(mel.max()):.3g}; a natural-log magnitude mel of audio in "
                          f"[-1, 1] stays below {MAX_LOG_MEL:g} (another scale, e.g. dB or unnormalised audio?)")
+    lowest = float(mel.min())
+    on_floor = np.count_nonzero(np.abs(mel - lowest) < 1e-4)
+    clamped = 2 <= on_floor < mel.size // 2 and float(mel.max()) - lowest > 2.0  # a spectrum clamped by log(max(x, eps))
+    if clamped and lowest < -1.5 and abs(lowest - round(lowest)) < 1e-4 and abs(lowest - floor) > 0.05:
+        # log10 of a power-of-ten eps is a whole number (-5, -10); the natural log of one never is
+        raise InputError(source, f"mel values sit on a floor of {lowest:.0f} = log10(1e{lowest:.0f}): looks like a "
+                         "log10 mel (ESPnet / ParallelWaveGAN convention); this model expects natural-log mels: "
+                         "multiply by ln(10) = 2.3026")
     if float(mel.min()) < floor - 0.05:
         raise InputError(source, f"mel values go down to {float(mel.min()):.2f}, below log({config.log_floor:g}) = "
                          f"{floor:.2f}: another log base, floor or dB scale than this model's natural-log convention")
