@@ -213,6 +213,11 @@ def test_outputs_never_replace_inputs_and_clashes_fail_only_their_items(tiny_ct_
     result = invoke("--json", "segment", clash, "-o", tmp_path / "out", "--model", tiny_ct_checkpoint)
     statuses = {Path(i["source"]).name: i["status"] for i in json.loads(result.stdout)["items"]}
     assert statuses == {"ct.nii": "failed", "ct.nii.gz": "failed", "other.nii.gz": "done"}
+    # a pattern without a match is its own failed item, named as such
+    result = invoke("--json", "segment", clash / "other.nii.gz", tmp_path / "none*.nii.gz", "-o", tmp_path / "o2",
+                    "--model", tiny_ct_checkpoint)
+    errors = [i["error"] for i in json.loads(result.stdout)["items"]]
+    assert errors[0] is None and errors[1].endswith("none*.nii.gz: no files match this pattern")
 
 
 def test_an_existing_file_of_another_kind_as_output_is_a_usage_error(tmp_path):

@@ -181,32 +181,30 @@ def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequen
     """(input, output file, problem or None) for every input of a batch command.
 
     `output` is a folder, or a file name (ending in one of `file_suffixes`, default `suffix`) when there is
-    one input. An argument that does not resolve stays an item of its own: reading it reports the problem
-    in one line and the batch goes on. The same goes for an item whose output would replace its input or
-    would be written by another item too (its problem says so). Files in the inputs that are this
+    one input. An argument that does not resolve (missing, a pattern without a match) stays an item of its
+    own whose problem says why, and the batch goes on; so does an item whose output would replace its input
+    or would be written by another item too. Files in the inputs that are this
     command's own outputs for other inputs (a resumed run with -o pointing at the input folder) are left out.
     """
-    sources: list[Path] = []
-    for argument in inputs:
-        try:
-            sources.extend(resolve_inputs([argument], kinds=kinds))
-        except InputError:
-            sources.append(Path(argument))
+    resolved = resolve_each(inputs, kinds)
+    sources = [Path(item.path) if isinstance(item, InputError) else item for item in resolved]
     output = Path(output)
     single_file = output.name.lower().endswith(tuple(s.lower() for s in (file_suffixes or (suffix,))))
     if output.is_file() and not single_file:
         raise UsageError(f"-o {output} is an existing file; give a folder or a file name ending in {suffix}")
     if len(sources) == 1 and single_file:
-        pairs = [(sources[0], output)]
+        targets = [output]
     else:
-        pairs = list(zip(sources, output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)))
-        targets = {_key(target) for _, target in pairs}
-        pairs = [(source, target) for source, target in pairs if _key(source) not in targets]
-    counts = Counter(_key(target) for _, target in pairs)
+        targets = output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)
+    own_outputs = {_key(t) for t in targets} if len(targets) > 1 else set()
+    keep = [i for i, source in enumerate(sources) if _key(source) not in own_outputs]
+    counts = Counter(_key(targets[i]) for i in keep)
     planned = []
-    for source, target in pairs:
-        problem = None
-        if _key(source) == _key(target):
+    for i in keep:
+        source, target, problem = sources[i], targets[i], None
+        if isinstance(resolved[i], InputError):
+            problem = str(resolved[i])   # e.g. "no files match this pattern", as resolving found it
+        elif _key(source) == _key(target):
             problem = f"{source}: the output would replace the input; choose another -o"
         elif counts[_key(target)] > 1:
             problem = f"{source}: another input would write the same output {target.name}; rename one of them"

@@ -29,7 +29,7 @@ class SegmentOptions:
 def sidecar(target: Path, suffix: str) -> Path:
     name = target.name
     for ending in (".nii.gz", ".nii"):
-        if name.endswith(ending):
+        if name.lower().endswith(ending):  # OUT.NII.GZ -> OUT.json, not OUT.NII.json
             return target.with_name(name[: -len(ending)] + suffix)
     return target.with_name(target.stem + suffix)
 
