@@ -139,6 +139,7 @@ def describe(card: dict[str, Any]) -> dict[str, Any]:
     return {
         "task": card.get("task"),
         "family": card.get("family"),
+        "config": card.get("config"),
         "labels": card.get("labels"),
         "preprocessing": card.get("preprocessing"),
         "metrics": card.get("metrics"),

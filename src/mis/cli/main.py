@@ -19,8 +19,8 @@ RUNTIME_PANEL = "Runtime"
 
 app = typer.Typer(
     name="mis",
-    help="Six deep-learning pipelines for medical, audio, remote-sensing, vision and battery data, "
-         "behind one CLI and one runtime.",
+    help="Deep-learning pipelines behind one CLI and one runtime: CT segmentation, battery cycle life and a "
+         "neural vocoder today (DSA interpolation, bandwidth extension, sea ice and crowd counting to follow).",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,

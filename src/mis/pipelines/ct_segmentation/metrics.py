@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -21,8 +22,11 @@ def dice_hd95(pred: np.ndarray, ref: np.ndarray, ids: list[int], spacing: tuple[
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
     p, r = one_hot(pred, ids), one_hot(ref, ids)
     dice = compute_dice(p, r, include_background=True, ignore_empty=False)[0]
-    hd = (compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing))[0]
-          if hd95 else torch.full((len(ids),), float("nan")))
+    with warnings.catch_warnings():
+        # MONAI 1.6 passes its own deprecated `always_return_as_numpy` internally: nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        hd = (compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing))[0]
+              if hd95 else torch.full((len(ids),), float("nan")))
     out = {}
     for index, label in enumerate(ids):
         empty_p, empty_r = not bool(p[0, index].any()), not bool(r[0, index].any())
