@@ -127,3 +127,23 @@ def test_one_worker_per_device_keeps_order_and_isolates_failures(tiny_ct_checkpo
     assert [r.source for r in summary.results] == [str(i.source) for i in items]
     assert [r.status for r in summary.results] == ["done", "failed", "done"]
     assert summary.exit_code == 1
+
+
+def test_training_labels_on_another_grid_or_with_odd_ids_are_refused(phantom_file, tmp_path):
+    import nibabel as nib
+
+    from mis.errors import InputError
+    from mis.pipelines.ct_segmentation.preprocess import DEFAULT_PREPROCESSING
+    from mis.pipelines.ct_segmentation.train import file_cases
+
+    labels = nib.load(phantom_file.with_name("case1_labels.nii.gz"))
+    ids = np.asanyarray(labels.dataobj).astype(np.float32)
+    shifted = labels.affine.copy()
+    shifted[0, 3] += 60.0
+    variants = {"shifted": (ids, shifted, "affine differs"), "ignore": (np.where(ids == 0, -1, ids), labels.affine,
+                "negative ids"), "float": (ids * 0.5, labels.affine, "non-integer")}
+    for name, (data, affine, problem) in variants.items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), path)
+        with pytest.raises(InputError, match=problem):
+            file_cases([str(phantom_file)], [str(path)], None, DEFAULT_PREPROCESSING)

@@ -93,7 +93,8 @@ def phantom_case(seed: int, preprocessing: dict) -> Case:
     return Case(f"phantom_{seed}", image, labels_to_grid(phantom.labels, meta, preprocessing))
 
 
-def file_cases(images: list[str], labels: list[str], mapping: dict | None, preprocessing: dict) -> list[Case]:
+def file_cases(images: list[str], labels: list[str], mapping: dict | None, preprocessing: dict,
+               log=print) -> list[Case]:
     image_list, label_list = resolve_inputs(images), resolve_inputs(labels, kinds=("nifti",))
     if len(image_list) == 1 and len(label_list) == 1:  # one pair: names need not match
         image_paths = {_case_name(image_list[0]): image_list[0]}
@@ -111,10 +112,26 @@ def file_cases(images: list[str], labels: list[str], mapping: dict | None, prepr
         labels, label_meta = read_volume(label_paths[name])
         if labels.shape != image.shape:
             raise InputError(label_paths[name], f"label shape {labels.shape} != image shape {image.shape}")
-        ids = apply_labels_map(np.rint(labels).astype(np.int64), mapping)
+        if not np.allclose(label_meta.affine, meta.affine, atol=1e-3):
+            raise InputError(label_paths[name], f"label affine differs from the image's ({image_paths[name]}): the "
+                             "labels would be trained on other anatomy; resample them onto the image grid first")
+        ids = apply_labels_map(label_ids(labels, label_paths[name]), mapping)
+        if mapping is not None and not ids.any():
+            log(f"warning: {label_paths[name]}: none of the labels map's ids occur; this case trains as all background")
         grid_image, _ = image_to_grid(image, meta, preprocessing)
         cases.append(Case(name, grid_image, labels_to_grid(ids, meta, preprocessing)))
     return cases
+
+
+def label_ids(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Integer label ids; non-integer or negative values (an ignore label, a resampled label map) are refused
+    rather than rounded or wrapped into some organ."""
+    if not np.array_equal(labels, np.rint(labels)):
+        raise InputError(path, "label map holds non-integer values (interpolated labels?); resample it with "
+                         "nearest neighbour")
+    if labels.min() < 0:
+        raise InputError(path, f"label map holds negative ids ({int(labels.min())}); ignore labels are not supported")
+    return labels.astype(np.int64)
 
 
 def crop_or_pad(volume: torch.Tensor, start: list[int], size: tuple[int, ...], fill: float) -> torch.Tensor:
@@ -231,7 +248,7 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
         raise UsageError(f"--phantoms needs the phantom classes {list(PHANTOM_LABELS.values())} in this order "
                          f"in --labels-map (got {list(names.values())})")
     num_classes = len(names) + 1
-    real = file_cases(options.images, options.labels, options.labels_map, preprocessing) if options.images else []
+    real = file_cases(options.images, options.labels, options.labels_map, preprocessing, log) if options.images else []
     synthetic = [phantom_case(options.phantom_seed + i, preprocessing) for i in range(options.phantoms)]
     cases = real + synthetic
     if not cases:
