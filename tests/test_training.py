@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from mis.errors import UsageError
 from mis.runtime.training import (BEST, LAST, METRICS, StepSeededBatches, TrainConfig, Trainer,
                                   build_optimizer)
 
@@ -189,3 +190,17 @@ def test_reiterable_sources_wrap_and_iterators_stop(tmp_path):
     assert final["step"] == 3
     assert torch.load(tmp_path / "short" / LAST, weights_only=True)["step"] == 3
     assert [r["step"] for r in read_metrics(tmp_path / "short")] == [3]
+
+
+def test_a_run_folder_is_only_continued_with_the_same_settings(tmp_path):
+    make_trainer(tmp_path, 5, settings={"window": 100, "net": {"hidden": 16}}).fit(
+        StepSeededBatches(regression_batch, seed=7))
+    batches = StepSeededBatches(regression_batch, seed=7)
+    with pytest.raises(UsageError, match="holds a previous run"):  # a new run would overwrite it
+        make_trainer(tmp_path, 5).fit(batches)
+    with pytest.raises(UsageError, match=r"lr 0.01 -> 0.001; max_steps 5 -> 8; net.hidden 16 -> 32"):
+        make_trainer(tmp_path, 8, lr=1e-3, resume=True, settings={"window": 100, "net": {"hidden": 32}}).fit(batches)
+    # the same settings continue (a finished run stays finished)
+    resumed = make_trainer(tmp_path, 5, resume=True, settings={"window": 100, "net": {"hidden": 16}})
+    resumed.fit(batches)
+    assert resumed.step == 5

@@ -86,8 +86,13 @@ def read_card(path: str | Path) -> dict:
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for bad headers
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
 
 
 def build_model(card: dict) -> torch.nn.Module:

@@ -82,6 +82,7 @@ def train_battery(
     from mis.pipelines.battery.train import BatteryTrainOptions
     from mis.pipelines.battery.train import train_battery as run_training
 
+    single_process("mis train battery")
     runtime = runtime_of(ctx)
     cells, failures = read_all(data)
     if failures:
@@ -131,6 +132,7 @@ def train_vocoder(
     if preset not in presets:
         raise UsageError(f"unknown --preset {preset!r}; valid: {', '.join(presets)}")
     network, mel = presets[preset]
+    single_process("mis train vocoder")
     runtime = runtime_of(ctx)
     options = VocoderTrainOptions(
         out=out, mel=mel, network=network, steps=steps, gan_start=gan_start, batch_size=batch, segment=segment,
@@ -143,3 +145,13 @@ def train_vocoder(
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:
         print_json(result)
+
+
+def single_process(command: str) -> None:
+    """Under torchrun every rank would train the whole run and write the same files: say so instead."""
+    from mis.errors import UsageError
+    from mis.runtime.distributed import dist_info
+
+    if dist_info()[1] > 1:
+        raise UsageError(f"{command} trains in one process (DDP: `mis train segment` and `mis pretrain ct`); "
+                         "start it without torchrun")

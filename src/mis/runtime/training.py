@@ -11,13 +11,15 @@ a whole `step_fn(trainer, batch) -> metrics` (e.g. GANs with two optimizers), wh
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mis.errors import UsageError
 from mis.runtime.distributed import is_distributed
 from mis.runtime.progress import ProgressBar
 from mis.runtime.seeding import rng_state, seed_everything, set_rng_state
@@ -55,6 +58,13 @@ class TrainConfig:
     resume: bool = False  # continue from out_dir/last.pt when it exists
     progress: bool | None = True
     description: str = "train"
+    # What must not change when a run is resumed (the task's options: window length, network size, batch ...);
+    # stored in last.pt with the step count and learning-rate settings and compared on --resume.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def run_settings(self) -> dict[str, Any]:
+        return {"max_steps": self.max_steps, "lr": self.lr, "weight_decay": self.weight_decay, "seed": self.seed,
+                **self.settings}
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -79,6 +89,31 @@ class RunOptions:
     resume: bool = False   # continue exactly from the run folder's last checkpoint(s)
     half: bool = False     # store the final weights as fp16
     progress: bool = True
+
+
+# RunOptions fields that say where and how a run executes, not what it trains: free to change on --resume.
+_RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half")
+
+
+def resume_settings(options: Any) -> dict[str, Any]:
+    """A task's options (a RunOptions dataclass) as plain JSON values, for TrainConfig.settings."""
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in _RUNTIME_ONLY}
+    return resume_settings_json({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in values.items()})
+
+
+def resume_settings_json(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=str))   # paths -> str, tuples -> lists: compares after a reload
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"config": {"hidden": 32}} -> {"config.hidden": 32}, so a difference names the one option that changed."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class StepSeededBatches:
@@ -282,16 +317,27 @@ class Trainer:
         """Train until `config.max_steps`; returns the last logged metrics (plus `best`)."""
         cfg = self.config
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        resumed = cfg.resume and (cfg.out_dir / LAST).exists()
+        previous = cfg.out_dir / LAST
+        if previous.exists() and not cfg.resume:
+            raise UsageError(f"{cfg.out_dir} holds a previous run ({previous.name}); continue it with --resume or "
+                             "choose another -o")
+        resumed = cfg.resume and previous.exists()
         if resumed:
-            self.load_checkpoint(cfg.out_dir / LAST, batches)
+            self.load_checkpoint(previous, batches)
+            self._notice(f"{cfg.description}: resuming {cfg.out_dir} at step {self.step} of {cfg.max_steps}")
         else:
+            if cfg.resume:
+                self._notice(f"{cfg.description}: no checkpoint in {cfg.out_dir}; starting a new run")
             # Different seeds per rank so random augmentations differ; DDP syncs the weights.
             seed_everything(cfg.seed + self.rank)
         self._reset_metrics_file(keep_until=self.step if resumed else 0)
         for model in self.models.values():
             model.train()
         return self._loop(_BatchStream(batches), batches)
+
+    def _notice(self, text: str) -> None:
+        if self.is_main and self.config.progress is not False:
+            print(text, file=sys.stderr, flush=True)
 
     def _loop(self, stream: _BatchStream, batches: Iterable[Any]) -> dict[str, Any]:
         cfg, window, start = self.config, _MetricWindow(), time.perf_counter()
@@ -410,7 +456,7 @@ class Trainer:
                 "models": {n: m.state_dict() for n, m in self.modules.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                 "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-                "scaler": self.scaler.state_dict(), "ranks": ranks}
+                "scaler": self.scaler.state_dict(), "ranks": ranks, "settings": self.config.run_settings()}
 
     def save_checkpoint(self, path: Path, batches: Any = None) -> None:
         state = self.checkpoint_state(batches)  # every rank takes part in the gather
@@ -421,8 +467,13 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != _FORMAT:
             raise ValueError(f"{path}: not a training checkpoint of this version")
+        self._check_same_run(path, state)
         for name, module in self.modules.items():
-            module.load_state_dict(state["models"][name])
+            try:
+                module.load_state_dict(state["models"][name])
+            except RuntimeError:  # missing/unexpected keys or other shapes: another network configuration
+                raise UsageError(f"{path}: its {name} has another architecture than this run's (other network "
+                                 "options); resume with the run's options or choose another -o") from None
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         for name, scheduler in self.schedulers.items():
@@ -436,10 +487,25 @@ class Trainer:
         if mine["data"] is not None and hasattr(batches, "load_state_dict"):
             batches.load_state_dict(mine["data"])
 
+    def _check_same_run(self, path: Path, state: Mapping[str, Any]) -> None:
+        """--resume continues the run in the folder: another kind of run or other settings are refused (the
+        schedule would silently keep its old length and learning rate while the card recorded the new ones)."""
+        if set(state["models"]) != set(self.modules):
+            raise UsageError(f"{path}: a checkpoint of another kind of run (networks {', '.join(state['models'])}); "
+                             "choose another -o")
+        saved, now = _flat(state.get("settings") or {}), _flat(resume_settings_json(self.config.run_settings()))
+        changed = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in sorted(saved)
+                   if key in now and saved[key] != now[key]]
+        if changed:
+            raise UsageError(f"--resume with other settings than the run in {path.parent}: {'; '.join(changed)}; "
+                             "resume with the same options or choose another -o")
+
     def _wrap_ddp(self, module: nn.Module) -> nn.Module:
         if not is_distributed() or not any(p.requires_grad for p in module.parameters()):
             return module
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
+        # find_unused_parameters: PCT-Net has parameters that some configurations never use (e.g. deep-supervision
+        # heads); without it DDP stops at the second step waiting for their gradients.
+        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)

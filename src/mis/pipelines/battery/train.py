@@ -23,7 +23,8 @@ from mis.pipelines.battery.baseline import VarianceModel, rmse_mape
 from mis.pipelines.battery.features import CHANNEL_NAMES, FIRST_CYCLE, SUMMARY_NAMES, reference_cycle
 from mis.pipelines.battery.pipeline import TASK, standardised_predictions
 from mis.pipelines.battery.preprocess import BatteryArrays, Normalizer, stack_cells
-from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, build_optimizer
+from mis.runtime.training import (RunOptions, StepSeededBatches, TrainConfig, Trainer, build_optimizer,
+                                  resume_settings)
 
 
 @dataclass(kw_only=True)
@@ -87,7 +88,7 @@ def train_member(arrays: BatteryArrays, normalizer: Normalizer, options: Battery
                          grad_clip=1.0, precision=options.precision, checkpoint_every=max(options.steps // 4, 1),
                          log_every=max(options.steps // 20, 1), seed=seed, device=options.device,
                          resume=options.resume, progress=options.progress,
-                         description=f"FPNN member {member + 1}/{options.members}")
+                         description=f"FPNN member {member + 1}/{options.members}", settings=resume_settings(options))
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.steps)
     Trainer(model, optimizer, scheduler, config, loss_fn=loss_fn).fit(StepSeededBatches(make_batch, seed))

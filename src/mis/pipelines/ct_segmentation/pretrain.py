@@ -26,7 +26,7 @@ from mis.pipelines.ct_segmentation.train import SegTrainOptions, deep_supervisio
 from mis.pipelines.ct_segmentation.volume_fusion import VolumeFusionConfig, volume_fusion_sample
 from mis.runtime.device import resolve_policy
 from mis.runtime.distributed import dist_info, init_distributed
-from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer
+from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 VALIDATION_SEED = 20_231
 
@@ -138,7 +138,7 @@ def pretrain_ct(options: PretrainOptions, log=print) -> dict:
                                checkpoint_every=options.checkpoint_every, log_every=25,
                                validate_every=options.validate_every, best_metric="pretext_dice", best_mode="max",
                                seed=options.seed, device=str(policy.device), resume=options.resume,
-                               progress=options.progress, description="pretrain ct")
+                               progress=options.progress, description="pretrain ct", settings=resume_settings(options))
     trainer = Trainer(model, optimizer, scheduler, train_config, loss_fn=loss_fn, validate_fn=validate_fn)
     final = trainer.fit(StepSeededBatches(FusionBatches(volumes, fusion, options.batch_size),
                                           options.seed + dist_info()[0]))

@@ -28,7 +28,7 @@ from mis.pipelines.ct_segmentation.preprocess import (
 from mis.runtime.device import resolve_policy
 from mis.runtime.distributed import dist_info, init_distributed
 from mis.runtime.sliding_window import sliding_window_predict
-from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer
+from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 PAPER_INPUT_SIZE = (64, 128, 128)
 FAST_INPUT_SIZE = (32, 48, 48)
@@ -264,6 +264,9 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
     init_report = None
     if options.init:
         init_report = load_matching(model, read_state(options.init))
+        if not init_report["loaded"]:
+            raise UsageError(f"--init {options.init}: none of its tensors fits this network (another model family "
+                             "or configuration); nothing would be initialised from it")
         log(f"--init {options.init}: loaded {len(init_report['loaded'])} tensors, re-initialised "
             f"{len(init_report['reinitialised'])} ({', '.join(init_report['reinitialised'][:6])})")
     log(f"PCT-Net {config.feature_chns} input {config.input_size}: {count_parameters(model) / 1e6:.2f} M parameters")
@@ -294,7 +297,8 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
                                log_every=25, validate_every=options.validate_every, out_dir=options.out,
                                seed=options.seed, device=str(policy.device), resume=options.resume,
                                progress=options.progress, description="train segment",
-                               best_metric="val_dice" if val_cases else None, best_mode="max")
+                               best_metric="val_dice" if val_cases else None, best_mode="max",
+                               settings=resume_settings(options))
     trainer = Trainer(model, optimizer, scheduler, train_config, loss_fn=loss_fn,
                       validate_fn=validate_fn if val_cases else None)
     rank = dist_info()[0]  # each DDP rank draws its own patches

@@ -8,6 +8,7 @@ and scored (LSD) at every validation; best.pt keeps the best one, model.safetens
 """
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from mis.pipelines.vocoder import losses as L
 from mis.pipelines.vocoder.evaluate import log_spectral_distance
 from mis.pipelines.vocoder.mel import MEL_22K, MelConfig, log_mel, mel_filterbank, read_audio_at
 from mis.pipelines.vocoder.pipeline import TASK, framing_mismatches
-from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer
+from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 
 @dataclass(kw_only=True)
@@ -169,14 +170,14 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
                          log_every=50, validate_every=options.validate_every if val_clips else 0,
                          best_metric="val_lsd" if val_clips else None, best_mode="min", seed=options.seed,
                          device=options.device, resume=options.resume, progress=options.progress,
-                         description="APNet")
+                         description="APNet", settings=resume_settings(options))
     trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, schedulers, config,
                       step_fn=make_step(options, fbank),
                       validate_fn=make_validate(val_clips, options, fbank) if val_clips else None)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Before gan_start the discriminator's optimizer does not step, but the loop steps every scheduler.
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, options.segment),
                                                options.seed))
     seconds = time.perf_counter() - start
