@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from conftest import shared_file
@@ -186,3 +187,14 @@ def test_take_selects_the_same_cells_by_mask_or_position():
     np.testing.assert_array_equal(by_mask.curves, arrays.curves[[0, 2, 5]])
     np.testing.assert_array_equal(by_position.summary, arrays.summary[[0, 2, 5]])
     np.testing.assert_array_equal(by_mask.life, arrays.life[[0, 2, 5]])
+
+
+def test_training_refuses_cells_without_anything_to_learn(tmp_path):
+    from mis.errors import UsageError
+    from mis.pipelines.battery.train import training_cells
+
+    cells = synthetic_cells(3, n_cycles=30)
+    with pytest.raises(UsageError, match="within the first 30 cycles"):
+        training_cells([replace(cells[0], cycle_life=25), *cells[1:]], None, 30)
+    with pytest.raises(UsageError, match="two cells with different cycle lives"):
+        training_cells([replace(c, cycle_life=500) for c in cells], None, 30)

@@ -52,13 +52,20 @@ def extra_summary_of(options: BatteryTrainOptions) -> tuple[str, ...]:
     return ("charge_time_s",) if options.charge_time else ()
 
 
-def training_cells(cells: list[Cell], split: str | None) -> list[Cell]:
+def training_cells(cells: list[Cell], split: str | None, n_cycles: int | None = None) -> list[Cell]:
     chosen = [c for c in cells if split is None or c.split == split or (c.split is None and split == "train")]
     if not chosen:
         raise UsageError(f"no cells with split {split!r} in the data (use --split all to train on every cell)")
     unlabelled = [c.name for c in chosen if c.cycle_life is None]
     if unlabelled:
         raise UsageError(f"training needs the observed cycle life of every cell; missing for {', '.join(unlabelled[:5])}")
+    if n_cycles is not None:
+        early = [f"{c.name} ({c.cycle_life})" for c in chosen if c.cycle_life <= n_cycles]
+        if early:
+            raise UsageError(f"cells that reach end of life within the first {n_cycles} cycles leave nothing to "
+                             f"predict: {', '.join(early[:5])}; remove them or use a shorter window")
+    if len({c.cycle_life for c in chosen}) < 2:
+        raise UsageError(f"training needs at least two cells with different cycle lives ({len(chosen)} cell(s) given)")
     return chosen
 
 
@@ -134,7 +141,7 @@ def battery_card(config: FPNNConfig, normalizer: Normalizer, baseline: VarianceM
 def train_battery(cells: list[Cell], options: BatteryTrainOptions,
                   log: Callable[[str], None] = lambda _: None) -> dict:
     voltage = MIT_VOLTAGE_GRID if not cells else cells[0].voltage
-    chosen = training_cells(cells, options.split)
+    chosen = training_cells(cells, options.split, options.n_cycles)
     arrays = stack_cells(chosen, options.n_cycles, voltage, channels=channels_of(options),
                          extra_summary=extra_summary_of(options))
     for warning in arrays.warnings:
