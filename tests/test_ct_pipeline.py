@@ -147,3 +147,18 @@ def test_training_labels_on_another_grid_or_with_odd_ids_are_refused(phantom_fil
         nib.save(nib.Nifti1Image(data, affine), path)
         with pytest.raises(InputError, match=problem):
             file_cases([str(phantom_file)], [str(path)], None, DEFAULT_PREPROCESSING)
+
+
+def test_two_training_images_with_one_case_name_are_refused(phantom_file, tmp_path):
+    import shutil
+
+    from mis.errors import InputError
+    from mis.pipelines.ct_segmentation.preprocess import DEFAULT_PREPROCESSING
+    from mis.pipelines.ct_segmentation.train import file_cases
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(phantom_file, tmp_path / folder / "case1.nii.gz")
+    labels = phantom_file.with_name("case1_labels.nii.gz")
+    with pytest.raises(InputError, match="also names"):
+        file_cases([str(tmp_path / "a"), str(tmp_path / "b")], [str(labels)], None, DEFAULT_PREPROCESSING)

@@ -101,8 +101,7 @@ def file_cases(images: list[str], labels: list[str], mapping: dict | None, prepr
         image_paths = {_case_name(image_list[0]): image_list[0]}
         label_paths = {_case_name(image_list[0]): label_list[0]}
     else:
-        image_paths = {_case_name(p): p for p in image_list}
-        label_paths = {_case_name(p): p for p in label_list}
+        image_paths, label_paths = _by_case_name(image_list), _by_case_name(label_list)
     missing = sorted(set(image_paths) - set(label_paths))
     if missing:
         raise InputError(image_paths[missing[0]], f"no label file with the same case name among --labels "
@@ -122,6 +121,17 @@ def file_cases(images: list[str], labels: list[str], mapping: dict | None, prepr
         grid_image, _ = image_to_grid(image, meta, preprocessing)
         cases.append(Case(name, grid_image, labels_to_grid(ids, meta, preprocessing)))
     return cases
+
+
+def _by_case_name(paths: list[Path]) -> dict[str, Path]:
+    """Case name -> file; two files with one case name (e.g. from two --images folders) would silently be one."""
+    named: dict[str, Path] = {}
+    for path in paths:
+        name = _case_name(path)
+        if name in named:
+            raise InputError(path, f"case name {name!r} also names {named[name]}; rename one of them")
+        named[name] = path
+    return named
 
 
 def label_ids(labels: np.ndarray, path: Path) -> np.ndarray:
