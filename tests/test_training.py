@@ -200,7 +200,7 @@ def test_a_run_folder_is_only_continued_with_the_same_settings(tmp_path):
         make_trainer(tmp_path, 5).fit(batches)
     with pytest.raises(UsageError, match=r"lr 0.01 -> 0.001; max_steps 5 -> 8; net.hidden 16 -> 32"):
         make_trainer(tmp_path, 8, lr=1e-3, resume=True, settings={"window": 100, "net": {"hidden": 32}}).fit(batches)
-    # the same settings continue (a finished run stays finished)
+    # the same settings continue (a finished run stays finished and reports its final record again)
     resumed = make_trainer(tmp_path, 5, resume=True, settings={"window": 100, "net": {"hidden": 16}})
-    resumed.fit(batches)
-    assert resumed.step == 5
+    final = resumed.fit(batches)
+    assert resumed.step == 5 and final["step"] == 5 and "loss" in final

@@ -341,7 +341,9 @@ class Trainer:
 
     def _loop(self, stream: _BatchStream, batches: Iterable[Any]) -> dict[str, Any]:
         cfg, window, start = self.config, _MetricWindow(), time.perf_counter()
-        last: dict[str, Any] = {"step": self.step}
+        # A resumed run that had already finished reports its final record again (validation metrics included),
+        # so the card rebuilt from it keeps them.
+        last: dict[str, Any] = self._logged(self.step) or {"step": self.step}
         with ProgressBar(cfg.max_steps, cfg.description,
                          cfg.progress if self.is_main else False) as bar:
             bar.advance(self.step)
@@ -426,6 +428,19 @@ class Trainer:
             with open(self.config.out_dir / METRICS, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         return record
+
+    def _logged(self, step: int) -> dict[str, Any]:
+        """The metrics logged at `step` (merged, as the file may hold several records for it); {} if none."""
+        path = self.config.out_dir / METRICS
+        if step == 0 or not path.exists():
+            return {}
+        merged: dict[str, Any] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("step") == step:
+                    merged.update(record)
+        return merged
 
     def _reset_metrics_file(self, keep_until: int) -> None:
         """A fresh run starts a new file; a resumed one drops lines logged after the checkpoint
