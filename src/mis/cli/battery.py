@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import print_json, print_table, reports_errors, runtime_of, stderr
+from mis.cli.common import print_error, print_json, print_table, reports_errors, runtime_of, stderr
 
 app = typer.Typer(help="Battery cycle-life prediction from early cycles.", no_args_is_help=True)
 
@@ -46,11 +46,16 @@ def predict(
     from mis.pipelines.battery.run import predict_inputs, rows_as_dicts, write_csv
 
     runtime = runtime_of(ctx)
-    _check_report_paths(data, csv_out, plot)
+    if csv_out is not None and csv_out.is_dir():
+        raise UsageError(f"--csv {csv_out} is a folder; give a file name")
+    if plot is not None and plot.exists() and not plot.is_dir():
+        raise UsageError(f"--plot {plot} is a file; give a folder for the PNGs")
     pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
     if cycles is not None and cycles != pipeline.n_cycles:
         raise UsageError(f"the model uses the first {pipeline.n_cycles} cycles, not --cycles {cycles}")
     cells, rows = predict_inputs(pipeline, data)
+    if csv_out is not None and csv_out.resolve() in {Path(row.source).resolve() for row in rows}:
+        raise UsageError(f"--csv {csv_out} is one of the inputs; give another file name")  # before any write
     if csv_out:
         write_csv(csv_out, rows)
     if plot:
@@ -62,25 +67,10 @@ def predict(
                 stderr.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     failed = [row for row in rows if row.error]
     for row in failed:
-        stderr.print(f"error: {row.error}", style="red", markup=False, highlight=False)
+        print_error(row.error)
     if runtime.json:
         print_json({"n_cycles": pipeline.n_cycles, "cells": rows_as_dicts(rows)})
     raise typer.Exit(1 if failed else 0)
-
-
-def _check_report_paths(data: list[str], csv_out: Path | None, plot: Path | None) -> None:
-    """Before any work: --csv must be a new or report file (never one of the inputs), --plot a folder."""
-    from mis.errors import UsageError
-    from mis.io.files import resolve_each
-
-    if csv_out is not None:
-        if csv_out.is_dir():
-            raise UsageError(f"--csv {csv_out} is a folder; give a file name")
-        inputs = {p.resolve() for p in resolve_each(data, kinds=("battery",)) if isinstance(p, Path)}
-        if csv_out.resolve() in inputs:
-            raise UsageError(f"--csv {csv_out} is one of the inputs; give another file name")
-    if plot is not None and plot.exists() and not plot.is_dir():
-        raise UsageError(f"--plot {plot} is a file; give a folder for the PNGs")
 
 
 def _plot_all(cells, rows, n_cycles: int, folder: Path) -> None:

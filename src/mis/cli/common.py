@@ -40,6 +40,11 @@ def fail_usage(message: str) -> None:
     raise UsageError(message)
 
 
+def print_error(text: str) -> None:
+    """One `error: ...` line on stderr (file names are printed as they are, never as markup)."""
+    stderr.print(f"error: {text}", style="red", markup=False, highlight=False)
+
+
 def reports_errors(command: Callable) -> Callable:
     """Turn MisError into one clear line and an exit code; other errors too unless --debug."""
 
@@ -57,18 +62,17 @@ def reports_errors(command: Callable) -> Callable:
         except UsageError as exc:
             if debug:
                 raise
-            stderr.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            print_error(str(exc))
             raise typer.Exit(2)
         except MisError as exc:
             if debug:
                 raise
-            stderr.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            print_error(str(exc))
             raise typer.Exit(1)
         except Exception as exc:  # an internal error still gets one line; --debug shows the traceback
             if debug:
                 raise
-            stderr.print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                         style="red", markup=False, highlight=False)
+            print_error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             raise typer.Exit(1)
 
     return wrapper

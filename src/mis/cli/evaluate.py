@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import print_json, print_table, reports_errors, runtime_of, stderr
+from mis.cli.common import print_error, print_json, print_table, reports_errors, runtime_of
 
 app = typer.Typer(help="Score predictions against references (one sub-command per task).", no_args_is_help=True)
 
@@ -33,7 +33,7 @@ def evaluate_segment(
     if output:
         atomic_write_json(output, report)
     for failure in report["errors"]:
-        stderr.print(f"error: {failure['error']}", style="red", markup=False, highlight=False)
+        print_error(failure["error"])
     if runtime.json:
         print_json(report)
     else:
@@ -67,7 +67,7 @@ def evaluate_battery(
     report = {"n_cycles": pipeline.n_cycles, "splits": split_metrics(rows), "cells": rows_as_dicts(rows)}
     if not report["splits"]:
         for row in failed:
-            stderr.print(f"error: {row.error}", style="red", markup=False, highlight=False)
+            print_error(row.error)
         raise MisError("no cell with an observed cycle life could be evaluated")
     if output:
         atomic_write_json(output, report)
@@ -79,7 +79,7 @@ def evaluate_battery(
         print_table(f"Cycle life from the first {pipeline.n_cycles} cycles",
                     ["split", "cells", "FPNN RMSE", "FPNN MAPE %", "variance RMSE", "variance MAPE %"], table)
     for row in failed:
-        stderr.print(f"error: {row.error}", style="red", markup=False, highlight=False)
+        print_error(row.error)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -106,7 +106,7 @@ def evaluate_vocoder(
     if output:
         atomic_write_json(output, report)
     for failure in report["errors"]:
-        stderr.print(f"error: {failure['error']}", style="red", markup=False, highlight=False)
+        print_error(failure["error"])
     if runtime.json:
         print_json(report)
         raise typer.Exit(1 if report["errors"] else 0)

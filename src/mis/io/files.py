@@ -92,15 +92,11 @@ def resolve_inputs(args: Iterable[str | Path], kinds: Sequence[str] = ("nifti", 
     kept once (first occurrence). A path that does not exist, a pattern with no match, or a
     folder with nothing to read raises InputError.
     """
-    seen: set[Path] = set()
-    result: list[Path] = []
-    for arg in args:
-        for p in _expand_one(arg, kinds):
-            key = p.resolve()
-            if key not in seen:
-                seen.add(key)
-                result.append(p)
-    return result
+    items = resolve_each(args, kinds)
+    for item in items:
+        if isinstance(item, InputError):
+            raise item
+    return items  # type: ignore[return-value]
 
 
 def resolve_each(args: Iterable[str | Path], kinds: Sequence[str]) -> list[Path | InputError]:
@@ -110,13 +106,14 @@ def resolve_each(args: Iterable[str | Path], kinds: Sequence[str]) -> list[Path 
     result: list[Path | InputError] = []
     for arg in args:
         try:
-            found = resolve_inputs([arg], kinds=kinds)
+            found = _expand_one(arg, kinds)
         except InputError as exc:
             result.append(exc)
             continue
         for p in found:
-            if p.resolve() not in seen:
-                seen.add(p.resolve())
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
                 result.append(p)
     return result
 

@@ -63,13 +63,10 @@ def _load_gzipped(path: Path):
     """Decompress the whole file first: nibabel stops reading at the last voxel byte, so it never checks the
     gzip CRC, and a flipped byte inside the stream would be segmented as garbage without a word."""
     raw = gzip.decompress(path.read_bytes())   # raises on a CRC or length mismatch and on truncation
-    header_size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
-    if header_size not in (348, 540):
-        header_size = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else 0
-    if header_size == 540:
-        return nib.Nifti2Image.from_bytes(raw)
-    if header_size == 348:
+    if raw[344:348] == b"n+1\0":               # the single-file magic of each header version
         return nib.Nifti1Image.from_bytes(raw)
+    if raw[4:8] == b"n+2\0":
+        return nib.Nifti2Image.from_bytes(raw)
     raise nib.filebasedimages.ImageFileError("no NIfTI-1 or NIfTI-2 header")
 
 

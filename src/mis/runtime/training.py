@@ -63,8 +63,9 @@ class TrainConfig:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def run_settings(self) -> dict[str, Any]:
-        return {"max_steps": self.max_steps, "lr": self.lr, "weight_decay": self.weight_decay, "seed": self.seed,
-                **self.settings}
+        """What last.pt records and --resume compares, as plain JSON values."""
+        return _plain({"max_steps": self.max_steps, "lr": self.lr, "weight_decay": self.weight_decay,
+                       "seed": self.seed, **self.settings})
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -98,10 +99,10 @@ _RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half")
 def resume_settings(options: Any) -> dict[str, Any]:
     """A task's options (a RunOptions dataclass) as plain JSON values, for TrainConfig.settings."""
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in _RUNTIME_ONLY}
-    return resume_settings_json({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in values.items()})
+    return _plain({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in values.items()})
 
 
-def resume_settings_json(values: dict[str, Any]) -> dict[str, Any]:
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(values, default=str))   # paths -> str, tuples -> lists: compares after a reload
 
 
@@ -343,7 +344,7 @@ class Trainer:
         cfg, window, start = self.config, _MetricWindow(), time.perf_counter()
         # A resumed run that had already finished reports its final record again (validation metrics included),
         # so the card rebuilt from it keeps them.
-        last: dict[str, Any] = self._logged(self.step) or {"step": self.step}
+        last: dict[str, Any] = self.logged(self.step) or {"step": self.step}
         with ProgressBar(cfg.max_steps, cfg.description,
                          cfg.progress if self.is_main else False) as bar:
             bar.advance(self.step)
@@ -429,7 +430,7 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
         return record
 
-    def _logged(self, step: int) -> dict[str, Any]:
+    def logged(self, step: int) -> dict[str, Any]:
         """The metrics logged at `step` (merged, as the file may hold several records for it); {} if none."""
         path = self.config.out_dir / METRICS
         if step == 0 or not path.exists():
@@ -508,7 +509,7 @@ class Trainer:
         if set(state["models"]) != set(self.modules):
             raise UsageError(f"{path}: a checkpoint of another kind of run (networks {', '.join(state['models'])}); "
                              "choose another -o")
-        saved, now = _flat(state.get("settings") or {}), _flat(resume_settings_json(self.config.run_settings()))
+        saved, now = _flat(state.get("settings") or {}), _flat(self.config.run_settings())
         changed = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in sorted(saved)
                    if key in now and saved[key] != now[key]]
         if changed:

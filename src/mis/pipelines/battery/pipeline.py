@@ -9,7 +9,7 @@ import torch
 
 from mis.checkpoints import load_checkpoint
 from mis.errors import CheckpointError, InputError
-from mis.io.battery import Cell
+from mis.io.battery import MAH_FACTOR, Cell
 from mis.pipelines.battery.baseline import VarianceModel
 from mis.pipelines.battery.features import CHANNEL_NAMES, OPTIONAL_SUMMARY, SUMMARY_NAMES
 from mis.pipelines.battery.preprocess import Normalizer, cell_arrays
@@ -80,20 +80,18 @@ class BatteryLifePipeline:
 
     def check_training_range(self, cell: Cell, summary: np.ndarray) -> list[str]:
         """Refuse a cell whose capacity the model never saw (another cell type, or mAh read as Ah): the network
-        would answer with a confident, meaningless life. Other features outside the training range are
-        clipped to its edge (Normalizer) and reported."""
-        low, high = np.asarray(self.normalizer.summary_low), np.asarray(self.normalizer.summary_high)
-        margin = (high - low) / 6.0          # the normaliser widened the training range by a quarter on each side
-        seen_low, seen_high = low + margin, high - margin
+        would answer with a confident, meaningless life. Other features outside the clip range are moved to
+        its edge by the Normalizer and reported."""
         if "q_cycle2" in self.summary_names:
             i = self.summary_names.index("q_cycle2")
+            seen_low, seen_high = self.normalizer.training_range()
             capacity, lo, hi = float(summary[i]), float(seen_low[i]), float(seen_high[i])
             if not CAPACITY_TOLERANCE[0] * lo <= capacity <= CAPACITY_TOLERANCE[1] * hi:
-                hint = (" (is the file in mAh?)" if capacity > 100 * hi else
+                hint = (" (is the file in mAh?)" if capacity > MAH_FACTOR * hi else
                         "; another cell type needs its own model (`mis train battery`)")
                 raise InputError(cell.source, f"{cell.name}: discharge capacity at cycle 2 is {capacity:.4g} Ah; "
                                  f"the model was trained on cells of {lo:.3g}-{hi:.3g} Ah{hint}")
-        outside = [name for name, value, a, b in zip(self.summary_names, summary, low, high) if not a <= value <= b]
+        outside = [name for name, out in zip(self.summary_names, self.normalizer.clipped(summary)) if out]
         return [f"{cell.name}: {', '.join(outside)} outside the range of the training cells; the prediction uses "
                 "the edge of that range"] if outside else []
 

@@ -60,6 +60,10 @@ def stack_cells(cells: list[Cell], n_cycles: int, voltage: np.ndarray, points: i
         splits=[c.split for c in cells], warnings=[w for p in parts for w in p[2]])
 
 
+# Summary features are clipped to the training range widened by this fraction of it on each side.
+CLIP_MARGIN = 0.25
+
+
 @dataclass
 class Normalizer(DictConfig):
     """Per-channel curve statistics, summary statistics and clip range, log10-life statistics.
@@ -82,12 +86,22 @@ class Normalizer(DictConfig):
     def fit(cls, arrays: BatteryArrays) -> "Normalizer":
         channels = arrays.curves.transpose(1, 0, 2, 3).reshape(arrays.curves.shape[1], -1).astype(np.float64)
         low, high = arrays.summary.min(0), arrays.summary.max(0)
-        margin = 0.25 * (high - low)
+        margin = CLIP_MARGIN * (high - low)
         target = np.log10(arrays.life)
         return cls(channel_mean=channels.mean(1).tolist(), channel_std=(channels.std(1) + 1e-12).tolist(),
                    summary_mean=arrays.summary.mean(0).tolist(), summary_std=(arrays.summary.std(0) + 1e-12).tolist(),
                    summary_low=(low - margin).tolist(), summary_high=(high + margin).tolist(),
                    target_mean=float(target.mean()), target_std=float(target.std() + 1e-12))
+
+    def training_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The summary features' range over the training cells (the clip range without its margins)."""
+        low, high = np.asarray(self.summary_low), np.asarray(self.summary_high)
+        margin = (high - low) * CLIP_MARGIN / (1 + 2 * CLIP_MARGIN)
+        return low + margin, high - margin
+
+    def clipped(self, summary: np.ndarray) -> np.ndarray:
+        """[S] bool: which summary features `summary()` moves to the edge of the clip range."""
+        return (summary < np.asarray(self.summary_low)) | (summary > np.asarray(self.summary_high))
 
     def curves(self, curves: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.channel_mean, dtype=np.float32)[:, None, None]

@@ -9,7 +9,7 @@ import numpy as np
 from mis.io.atomic import atomic_output, atomic_write_json
 from mis.io.files import source_target_pairs
 from mis.io.nifti import write_nifti
-from mis.io.volume import looks_like_hu, read_volume, to_ras
+from mis.io.volume import read_volume, to_ras
 from mis.pipelines.ct_segmentation.outputs import label_statistics, preview_png
 from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
 from mis.runtime.distributed import dist_info, gather_summaries, init_distributed, shard
@@ -63,45 +63,44 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
 
     def write(item: WorkItem, output) -> dict:
         written: list[Path] = []
+
+        def side(suffix: str) -> Path:  # a sidecar of this item, remembered so a failed item leaves none
+            written.append(sidecar(item.target, suffix))
+            return written[-1]
+
         try:
-            return write_files(item, output, written)
+            return write_files(item, output, side)
         except BaseException:
             for path in written:  # no partial output: the sidecars go when the label map cannot be written
                 path.unlink(missing_ok=True)
             raise
 
-    def write_files(item: WorkItem, output, written: list[Path]) -> dict:
+    def write_files(item: WorkItem, output, side) -> dict:
         image, meta, result = output
         target = item.target
         target.parent.mkdir(parents=True, exist_ok=True)
         info = dict(result.info)
         # what the reader noticed (no qform/sform, oblique, modality not CT, not HU) goes to the table and sidecar
-        warnings = [*meta.extra.get("warnings", []), looks_like_hu(image)]
-        warnings = list(dict.fromkeys(w for w in warnings if w))
-        if warnings:
-            info["warning"] = "; ".join(warnings)
+        if meta.extra.get("warnings"):
+            info["warning"] = "; ".join(meta.extra["warnings"])
         # sidecars first, the label map last: its presence means the item is complete (--skip-existing)
-        written.append(sidecar(target, ".json"))
-        atomic_write_json(written[-1], {
+        atomic_write_json(side(".json"), {
             "source": item.key, "labels": {str(k): v for k, v in names.items()},
             "model_sha256": pipeline.card.get("sha256"), "shape": list(image.shape),
             "affine": np.asarray(meta.affine).tolist(), **{k: v for k, v in info.items() if k != "device"}})
         if options.statistics:
             stats = label_statistics(result.labels, image, meta, names)
-            written.append(sidecar(target, "_statistics.json"))
-            atomic_write_json(written[-1], stats)
+            atomic_write_json(side("_statistics.json"), stats)
             info["organs_found"] = sum(1 for s in stats.values() if s["voxels"])
         if options.preview:
             image_ras, ras_affine, _ = to_ras(image, meta)
             labels_ras, _, _ = to_ras(result.labels, meta)
             spacing = tuple(float(v) for v in np.linalg.norm(ras_affine[:3, :3], axis=0))
-            written.append(sidecar(target, "_preview.png"))
-            with atomic_output(written[-1]) as tmp:
+            with atomic_output(side("_preview.png")) as tmp:
                 preview_png(image_ras, labels_ras, spacing).save(tmp, format="PNG")
         if result.probabilities is not None:
             probs = np.moveaxis(result.probabilities, 0, -1)  # (X, Y, Z, K): NIfTI 4th axis = class
-            written.append(sidecar(target, "_probabilities.nii.gz"))
-            write_nifti(written[-1], probs, meta, dtype=np.uint8)
+            write_nifti(side("_probabilities.nii.gz"), probs, meta, dtype=np.uint8)
         write_nifti(target, result.labels, meta, dtype=result.labels.dtype)
         return info
 

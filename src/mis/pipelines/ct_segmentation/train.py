@@ -7,7 +7,6 @@ on ground truth average-pooled to each scale (PyMIC mode 2), Adam, polynomial LR
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from mis.pipelines.ct_segmentation.preprocess import (
 from mis.runtime.device import resolve_policy
 from mis.runtime.distributed import dist_info, init_distributed
 from mis.runtime.sliding_window import sliding_window_predict
-from mis.runtime.training import METRICS, StepSeededBatches, TrainConfig, Trainer, resume_settings
+from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 PAPER_INPUT_SIZE = (64, 128, 128)
 FAST_INPUT_SIZE = (32, 48, 48)
@@ -321,8 +320,7 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         model.load_state_dict(best["models"]["model"])
         # the card's per-class Dice must come from the same step as the shipped weights, not the last one
-        logged = [json.loads(line) for line in (options.out / METRICS).read_text().splitlines() if line.strip()]
-        at_best = next((r for r in logged if r.get("step") == best["step"] and "val_dice" in r), {})
+        at_best = trainer.logged(int(best["step"]))
         final = {**{k: v for k, v in final.items() if not k.startswith("val_")},
                  **{k: v for k, v in at_best.items() if k.startswith("val_")},
                  "val_dice": best["best"], "best_step": best["step"]}

@@ -163,11 +163,12 @@ def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dic
     under "errors" and the other files are still scored.
     """
     cases, errors = [], []
+    fbank = mel_filterbank(pipeline.mel_config)
     for path in paths:
         try:
             if isinstance(path, InputError):
                 raise path
-            cases.append(_score_file(pipeline, path, seconds))
+            cases.append(_score_file(pipeline, path, seconds, fbank))
         except InputError as exc:
             errors.append({"file": exc.path, "error": str(exc)})
     if not cases:
@@ -176,7 +177,7 @@ def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dic
             "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "errors": errors}
 
 
-def _score_file(pipeline, path, seconds: float | None) -> dict:
+def _score_file(pipeline, path, seconds: float | None, fbank: torch.Tensor) -> dict:
     from mis.pipelines.vocoder.mel import log_mel, read_audio_at
 
     config = pipeline.mel_config
@@ -186,7 +187,7 @@ def _score_file(pipeline, path, seconds: float | None) -> dict:
     if len(samples) < config.min_samples:
         raise InputError(path, f"audio too short ({len(samples)} samples at {config.sample_rate} Hz) for "
                          f"n_fft {config.n_fft}")
-    mel = log_mel(torch.from_numpy(samples)[None], config, mel_filterbank(config))[0].numpy()
+    mel = log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy()
     vocoded = pipeline(mel)
     baseline = griffin_lim(mel, config, length=len(samples))
     return {"file": str(path), "seconds": round(len(samples) / config.sample_rate, 2),
