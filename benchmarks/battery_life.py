@@ -32,7 +32,8 @@ def score(pipeline: BatteryLifePipeline, cells) -> dict[str, tuple[float, float,
         chosen = [c for c in cells if c.split == split]
         arrays = stack_cells(chosen, pipeline.n_cycles, pipeline.voltage, pipeline.curve_points, pipeline.channels,
                              pipeline.extra_summary)
-        fpnn, variance = pipeline(arrays.curves, arrays.summary)
+        lives = pipeline(arrays.curves, arrays.summary)
+        fpnn, variance = lives.fpnn, lives.variance
         out[split] = (*rmse_mape(variance, arrays.life), *rmse_mape(fpnn, arrays.life))
     return out
 

@@ -37,8 +37,8 @@ def run_variant(variant: str, overlap: float, repeats: int) -> dict:
 
     window_batch = 1 if variant == "mis_b1" else 2
     pipeline = CTSegmentationPipeline.from_checkpoint(
-        resolve_checkpoint("ct_segmentation", None), RuntimeConfig(device="cpu", precision="fp32"), overlap=overlap,
-        window_batch=window_batch)
+        resolve_checkpoint("ct_segmentation", None),
+        RuntimeConfig(device="cpu", precision="fp32", batch_size=window_batch), overlap=overlap)
     image, meta = read_volume(volume_path())
     grid, _ = image_to_grid(image, meta, pipeline.preprocessing)
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

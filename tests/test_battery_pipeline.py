@@ -34,16 +34,16 @@ def test_checkpoint_round_trip_gives_identical_predictions(tiny_battery_checkpoi
     copy = tmp_path / "copy.safetensors"
     save_checkpoint(copy, model, card)
     again = BatteryLifePipeline.from_checkpoint(copy)(arrays.curves, arrays.summary)
-    np.testing.assert_array_equal(first[0], again[0])
-    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first.fpnn, again.fpnn)
+    np.testing.assert_array_equal(first.variance, again.variance)
     assert read_card(copy)["preprocessing"]["n_cycles"] == 20
 
 
 def test_batch_equals_single(tiny_battery_checkpoint):
     pipeline = BatteryLifePipeline.from_checkpoint(tiny_battery_checkpoint)
     arrays = _arrays()
-    batch, _ = pipeline(arrays.curves, arrays.summary)
-    single = [pipeline(arrays.curves[i:i + 1], arrays.summary[i:i + 1])[0][0] for i in range(len(arrays))]
+    batch = pipeline(arrays.curves, arrays.summary).fpnn
+    single = [pipeline(arrays.curves[i:i + 1], arrays.summary[i:i + 1]).fpnn[0] for i in range(len(arrays))]
     np.testing.assert_allclose(batch, single, rtol=1e-5)
     assert np.all(batch > 0)
 

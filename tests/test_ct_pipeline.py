@@ -12,8 +12,9 @@ from mis.runtime.config import RuntimeConfig
 from conftest import shared_file
 
 
-def pipeline_from(path, **options):
-    return CTSegmentationPipeline.from_checkpoint(path, RuntimeConfig(device="cpu", precision="fp32"), **options)
+def pipeline_from(path, batch_size=0, **options):
+    return CTSegmentationPipeline.from_checkpoint(
+        path, RuntimeConfig(device="cpu", precision="fp32", batch_size=batch_size), **options)
 
 
 def lps_meta(shape, spacing=(3.0, 3.0, 3.0)):
@@ -37,8 +38,8 @@ def test_output_has_the_input_shape_for_any_orientation(tiny_ct_checkpoint, phan
 
 def test_window_batch_does_not_change_the_result(tiny_ct_checkpoint, phantom_file):
     image, meta = read_volume(phantom_file)
-    one = pipeline_from(tiny_ct_checkpoint, window_batch=1)
-    four = pipeline_from(tiny_ct_checkpoint, window_batch=4)
+    one = pipeline_from(tiny_ct_checkpoint, batch_size=1)
+    four = pipeline_from(tiny_ct_checkpoint, batch_size=4)
     p1, _ = one.grid_probabilities(image, meta)
     p4, _ = four.grid_probabilities(image, meta)
     torch.testing.assert_close(p1, p4, atol=1e-5, rtol=1e-5)
@@ -114,16 +115,20 @@ def test_real_oblique_ct_keeps_shape_and_affine(tiny_ct_checkpoint, tmp_path):
     np.testing.assert_allclose(out_meta.affine, meta.affine, atol=1e-5)
 
 
-def test_one_worker_per_device_keeps_order_and_isolates_failures(tiny_ct_checkpoint, phantom_file, tmp_path):
-    """The multi-GPU path, exercised with two CPU 'devices': every item once, in input order."""
-    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_on_devices
+def test_one_worker_per_device_keeps_order_and_isolates_failures(tiny_ct_checkpoint, phantom_file, tmp_path,
+                                                                monkeypatch):
+    """The multi-GPU path of the shared batch runner, exercised with two CPU 'devices': every item once, in
+    input order, each device with its own copy of the network."""
+    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_files
+    from mis.runtime import batch
 
+    monkeypatch.setattr(batch, "visible_gpu_workers", lambda: ["cpu", "cpu"])
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not an image")
     items = plan_items([str(phantom_file), str(bad), str(phantom_file.with_name("case1_labels.nii.gz"))],
                        tmp_path / "out")
-    summary = segment_on_devices(lambda device: pipeline_from(tiny_ct_checkpoint), items, SegmentOptions(),
-                                 ["cpu", "cpu"])
+    summary = segment_files(pipeline_from(tiny_ct_checkpoint), items, SegmentOptions(),
+                            RuntimeConfig(device="auto", quiet=True))
     assert [r.source for r in summary.results] == [str(i.source) for i in items]
     assert [r.status for r in summary.results] == ["done", "failed", "done"]
     assert summary.exit_code == 1

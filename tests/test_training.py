@@ -198,9 +198,18 @@ def test_a_run_folder_is_only_continued_with_the_same_settings(tmp_path):
     batches = StepSeededBatches(regression_batch, seed=7)
     with pytest.raises(UsageError, match="holds a previous run"):  # a new run would overwrite it
         make_trainer(tmp_path, 5).fit(batches)
-    with pytest.raises(UsageError, match=r"lr 0.01 -> 0.001; max_steps 5 -> 8; net.hidden 16 -> 32"):
+    with pytest.raises(UsageError, match=r"settings than the run in .*: lr 0.01 -> 0.001; net.hidden 16 -> 32; "
+                                         r"resume with"):  # each change named once
         make_trainer(tmp_path, 8, lr=1e-3, resume=True, settings={"window": 100, "net": {"hidden": 32}}).fit(batches)
+    with pytest.raises(UsageError, match="at step 5, past --steps 3"):
+        make_trainer(tmp_path, 3, resume=True, settings={"window": 100, "net": {"hidden": 16}}).fit(batches)
     # the same settings continue (a finished run stays finished and reports its final record again)
     resumed = make_trainer(tmp_path, 5, resume=True, settings={"window": 100, "net": {"hidden": 16}})
-    final = resumed.fit(batches)
+    final = resumed.fit(StepSeededBatches(regression_batch, seed=7))
     assert resumed.step == 5 and final["step"] == 5 and "loss" in final
+    # a finished run is extended by a larger step count
+    extended = make_trainer(tmp_path, 8, resume=True, settings={"window": 100, "net": {"hidden": 16}})
+    final = extended.fit(StepSeededBatches(regression_batch, seed=7))
+    assert extended.step == 8 and final["step"] == 8
+    steps = [json.loads(line)["step"] for line in (tmp_path / METRICS).read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 8

@@ -1,6 +1,7 @@
-"""mis: six deep-learning pipelines behind one CLI and one runtime.
+"""mis: deep-learning pipelines behind one CLI and one runtime.
 
-Importing `mis` imports no torch; the public API below loads on first use:
+Importing `mis` imports no torch; the public API loads on first use. The runtime and checkpoint names
+are listed here, each task package adds its own (its spec's `api`):
 
     import mis
     pipeline = mis.CTSegmentationPipeline.from_checkpoint(mis.default_checkpoint("ct_segmentation"))
@@ -13,25 +14,25 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "CTSegmentationPipeline": "mis.pipelines.ct_segmentation.pipeline",
-    "SegmentationResult": "mis.pipelines.ct_segmentation.pipeline",
+_CORE = {
     "RuntimeConfig": "mis.runtime.config",
     "load_checkpoint": "mis.checkpoints",
     "save_checkpoint": "mis.checkpoints",
     "read_card": "mis.checkpoints",
-    "read_volume": "mis.io.volume",
-    "write_nifti": "mis.io.nifti",
-    "make_phantom": "mis.pipelines.ct_segmentation.phantom",
-    "BatteryLifePipeline": "mis.pipelines.battery.pipeline",
-    "read_cells": "mis.io.battery",
-    "VocoderPipeline": "mis.pipelines.vocoder.pipeline",
-    "read_audio": "mis.io.audio",
-    "read_mel": "mis.io.audio",
-    "write_wav": "mis.io.audio",
 }
 
-__all__ = ["__version__", "default_checkpoint", *_LAZY]
+
+def _api() -> dict[str, str]:
+    from mis.registry import task_specs
+
+    names = dict(_CORE)
+    for spec in task_specs().values():
+        names.update(spec.api)
+    return names
+
+
+def __dir__() -> list[str]:
+    return sorted({"__version__", "default_checkpoint", *globals(), *_api()})
 
 
 def default_checkpoint(task: str):
@@ -42,6 +43,11 @@ def default_checkpoint(task: str):
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "__all__":  # computed on request: the task packages' names come from their specs
+        return ["__version__", "default_checkpoint", *_api()]
+    if name.startswith("__"):
+        raise AttributeError(name)
+    api = _api()
+    if name in api:
+        return getattr(importlib.import_module(api[name]), name)
     raise AttributeError(f"module 'mis' has no attribute {name!r}")

@@ -6,9 +6,7 @@ model family, the network is rebuilt from a config, loaded with strict=True and 
 """
 from __future__ import annotations
 
-import importlib
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,53 +14,28 @@ import torch
 from mis.checkpoints import build_card, build_model, save_checkpoint
 from mis.errors import CheckpointError, InputError
 from mis.registry import model_family
+from mis.spec import KeyMap, resolve
 
 # Upstream training scripts wrap the weights in these containers (PyMIC: "model_state_dict").
 CONTAINER_KEYS = ("model_state_dict", "state_dict", "model", "net", "generator")
 
 
-@dataclass(frozen=True)
-class KeyMap:
-    strip_prefixes: tuple[str, ...] = ("module.", "_orig_mod.")   # DataParallel / torch.compile wrappers
-    renames: tuple[tuple[str, str], ...] = ()                      # (upstream prefix, our prefix)
-    drop_prefixes: tuple[str, ...] = ()                            # upstream tensors we do not use
-    suffix_renames: tuple[tuple[str, str], ...] = ()               # (upstream suffix, our suffix)
-
-
-# PCT-Net module names follow MIS-FM `net/pct_net.py`, so the map is the identity after unwrapping
-# (documented in docs/pctnet_keymap.md).
-# APNet module names follow upstream `models.py`; upstream used torch.nn.utils.weight_norm
-# (weight_g, weight_v), we use torch's weight-norm parametrization.
-KEY_MAPS: dict[str, KeyMap] = {
-    "pctnet": KeyMap(),
-    "apnet": KeyMap(suffix_renames=((".weight_g", ".parametrizations.weight.original0"),
-                                    (".weight_v", ".parametrizations.weight.original1"))),
-}
-
-
-# Constructor defaults for imported weights, per family: the released MIS-FM CT10k PCT-Net is the
-# 5-class Volume Fusion model with 64x128x128 patches.
-# Upstream APNet (YangAi520/APNet) is the 16 kHz model: n_fft 1024, hop 80, win 320.
-IMPORT_DEFAULTS: dict[str, dict] = {"pctnet": {"class_num": 5, "input_size": [64, 128, 128]},
-                                    "apnet": {"hop_length": 80, "win_length": 320}}
-
-
-def default_preprocessing(family: str, config: dict) -> dict:
-    """What the card needs besides the network: for a vocoder, the mel convention of its config."""
-    if family != "apnet":
-        return {}
-    from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K
-
-    base = MEL_16K if (config["hop_length"], config["win_length"]) == (80, 320) else MEL_22K
-    mel = {**base.to_dict(), "n_fft": config["n_fft"], "hop_length": config["hop_length"],
-           "win_length": config["win_length"], "n_mels": config["n_mels"]}
-    return {"mel": mel}
+def key_map(family: str) -> KeyMap:
+    """The family's upstream -> ours key map (declared in its task package's spec)."""
+    return model_family(family).key_map
 
 
 def default_config(family: str) -> dict:
+    """The network config of the family's released upstream weights (the spec's import defaults)."""
     spec = model_family(family)
-    config_cls = getattr(importlib.import_module(spec.module), spec.config)
-    return config_cls(**IMPORT_DEFAULTS.get(family, {})).to_dict()
+    config_cls = resolve(f"{spec.module}:{spec.config}")
+    return config_cls(**spec.import_defaults).to_dict()
+
+
+def default_preprocessing(family: str, config: dict) -> dict:
+    """What the card needs besides the network (e.g. a vocoder's mel convention), from the spec's hook."""
+    hook = model_family(family).import_preprocessing
+    return resolve(hook)(config) if hook else {}
 
 
 def safe_torch_load(path: Path) -> object:
@@ -111,7 +84,7 @@ def map_keys(state: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch
 def import_checkpoint(source: Path, target: Path, *, family: str, task: str, config: dict,
                       preprocessing: dict | None = None, labels: dict | None = None, half: bool = False) -> dict:
     """Returns the saved card. Raises with the missing/unexpected keys when the map does not fit."""
-    state = map_keys(extract_state_dict(safe_torch_load(source), source), KEY_MAPS[family])
+    state = map_keys(extract_state_dict(safe_torch_load(source), source), key_map(family))
     model = build_model({"family": family, "config": config})
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

@@ -1,104 +1,93 @@
-"""The model registry: data only, importable without torch.
+"""The model registry, built from the task packages' specs: data only, importable without torch.
 
-It drives `mis models list`, the CLI's default checkpoints and the rebuilding of a network from a
-checkpoint card. Unknown names raise an error that lists the valid ones.
+It drives `mis models list/info/import`, the CLI's default checkpoints and the rebuilding of a network
+from a checkpoint card. Unknown names raise an error that lists the valid ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import importlib
 from pathlib import Path
 
 from mis.errors import UsageError
+from mis.spec import ModelFamily, ShippedModel, TaskSpec
+from mis.tasks import TASK_PACKAGES
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-@dataclass(frozen=True)
-class ModelFamily:
-    module: str        # python module holding the network family
-    network: str       # nn.Module class, built as Network(Config.from_dict(card["config"]))
-    config: str        # dataclass config class
+@functools.cache
+def task_specs() -> dict[str, TaskSpec]:
+    """Every task's spec, in the order of `mis.tasks.TASK_PACKAGES`."""
+    specs = {}
+    for package in TASK_PACKAGES:
+        spec = importlib.import_module(f"mis.pipelines.{package}.spec").SPEC
+        if spec.name in specs:
+            raise RuntimeError(f"two task packages declare the task {spec.name!r}")
+        specs[spec.name] = spec
+    return specs
 
 
-@dataclass(frozen=True)
-class TaskEntry:
-    task: str
-    command: str
-    pipeline: str      # "module:Class" of the pipeline
-    family: str        # key in MODEL_FAMILIES
-    default_checkpoint: str  # file name in mis/weights
-    fast_checkpoint: str     # the CPU-friendly checkpoint used by --fast
-    field: str
-    description: str
+@functools.cache
+def model_families() -> dict[str, ModelFamily]:
+    families: dict[str, ModelFamily] = {}
+    for spec in task_specs().values():
+        for family in spec.families:
+            families.setdefault(family.name, family)
+    return families
 
 
-MODEL_FAMILIES: dict[str, ModelFamily] = {
-    "pctnet": ModelFamily("mis.models.pctnet", "PCTNet", "PCTNetConfig"),
-    "fpnn": ModelFamily("mis.models.fpnn", "FPNNEnsemble", "FPNNConfig"),
-    "apnet": ModelFamily("mis.models.apnet", "APNet", "APNetConfig"),
-}
-
-TASKS: dict[str, TaskEntry] = {
-    "ct_segmentation": TaskEntry(
-        task="ct_segmentation",
-        command="segment",
-        pipeline="mis.pipelines.ct_segmentation.pipeline:CTSegmentationPipeline",
-        family="pctnet",
-        default_checkpoint="ct_pctnet_demo.safetensors",
-        # Only the fast configuration can be trained on a CPU here, so it is both the default and
-        # the --fast model until a full-size checkpoint is imported (`mis models import`).
-        fast_checkpoint="ct_pctnet_demo.safetensors",
-        field="Medical",
-        description="3D CT organ segmentation with PCT-Net (MIS-FM)",
-    ),
-    "battery_life": TaskEntry(
-        task="battery_life",
-        command="battery predict",
-        pipeline="mis.pipelines.battery.pipeline:BatteryLifePipeline",
-        family="fpnn",
-        default_checkpoint="battery_fpnn_n100.safetensors",
-        fast_checkpoint="battery_fpnn_n40.safetensors",   # fewer cycles: an earlier, rougher answer
-        field="Tabular",
-        description="Early prediction of battery cycle life with FPNN (first N cycles)",
-    ),
-    "vocoder": TaskEntry(
-        task="vocoder",
-        command="vocode",
-        pipeline="mis.pipelines.vocoder.pipeline:VocoderPipeline",
-        family="apnet",
-        default_checkpoint="vocoder_apnet_demo_22k.safetensors",
-        fast_checkpoint="vocoder_apnet_demo_22k.safetensors",
-        field="Audio",
-        description="APNet neural vocoder: log-mel -> amplitude + phase spectra -> waveform",
-    ),
-}
-
-
-def task_entry(task: str) -> TaskEntry:
-    if task not in TASKS:
-        raise UsageError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[task]
+def task_entry(task: str) -> TaskSpec:
+    specs = task_specs()
+    if task not in specs:
+        raise UsageError(f"unknown task {task!r}; valid tasks: {', '.join(specs)}")
+    return specs[task]
 
 
 def model_family(name: str) -> ModelFamily:
-    if name not in MODEL_FAMILIES:
-        raise UsageError(f"unknown model family {name!r}; valid families: {', '.join(sorted(MODEL_FAMILIES))}")
-    return MODEL_FAMILIES[name]
+    families = model_families()
+    if name not in families:
+        raise UsageError(f"unknown model family {name!r}; valid families: {', '.join(sorted(families))}")
+    return families[name]
 
 
-def resolve_checkpoint(task: str, model: str | None) -> Path:
-    """`--model` may be a path, a file name in the shipped weights folder, or empty (the task default)."""
-    entry = task_entry(task)
+def shipped_models() -> list[tuple[TaskSpec, ShippedModel]]:
+    """Every checkpoint the task packages ship, with its task."""
+    return [(spec, model) for spec in task_specs().values() for model in spec.models]
+
+
+def shipped_model(name: str) -> tuple[TaskSpec, ShippedModel] | None:
+    """A shipped model by name or file name ("ct_pctnet_demo", "ct_pctnet_demo.safetensors")."""
+    return next(((spec, m) for spec, m in shipped_models() if name in (m.name, m.file)), None)
+
+
+def is_demo_checkpoint(path: str | Path) -> ShippedModel | None:
+    """The shipped demo model `path` is, if it is one (commands that use it say so once)."""
+    path = Path(path)
+    for _, model in shipped_models():
+        if model.demo and path.name == model.file and path.resolve() == (WEIGHTS_DIR / model.file).resolve():
+            return model
+    return None
+
+
+def default_checkpoint_path(task: str, fast: bool = False) -> Path:
+    spec = task_entry(task)
+    name = spec.fast_model if fast and spec.fast_model else spec.default_model
+    if name is None:
+        raise UsageError(f"task {task!r} ships no checkpoint; train one (`mis train`) or import one "
+                         "(`mis models import`) and pass it with --model")
+    return WEIGHTS_DIR / spec.model(name).file
+
+
+def resolve_checkpoint(task: str, model: str | None, *, fast: bool = False) -> Path:
+    """`--model` may be a path, a shipped model's name or file name, or empty (the task default)."""
     if not model:
-        return WEIGHTS_DIR / entry.default_checkpoint
+        return default_checkpoint_path(task, fast)
     path = Path(model)
     if path.exists():
         return path
-    shipped = WEIGHTS_DIR / model
-    if shipped.exists():
-        return shipped
-    shipped = WEIGHTS_DIR / f"{model}.safetensors"
-    if shipped.exists():
-        return shipped
-    names = sorted(p.name for p in WEIGHTS_DIR.glob("*.safetensors"))
+    found = shipped_model(model) or shipped_model(f"{model}.safetensors")
+    if found is not None and (WEIGHTS_DIR / found[1].file).exists():
+        return WEIGHTS_DIR / found[1].file
+    names = [m.name for _, m in shipped_models() if (WEIGHTS_DIR / m.file).exists()]
     raise UsageError(f"model {model!r} is neither a file nor a shipped checkpoint; shipped: {', '.join(names) or 'none'}")

@@ -1,4 +1,5 @@
-"""`mis battery predict`: cycle life from the first N cycles (FPNN beside the Severson variance model)."""
+"""Battery commands: `mis battery predict` (cycle life from the first N cycles, FPNN beside the Severson
+variance model), `mis train battery`, `mis evaluate battery`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import print_error, print_json, print_table, reports_errors, runtime_of, stderr
-
-app = typer.Typer(help="Battery cycle-life prediction from early cycles.", no_args_is_help=True)
+from mis.cli.common import (print_error, print_json, print_table, reports_errors, runtime_of, single_process, stderr,
+                            training_log)
 
 
 def battery_checkpoint(model: str | None, cycles: int | None) -> Path:
@@ -27,7 +27,6 @@ def battery_checkpoint(model: str | None, cycles: int | None) -> Path:
     return path
 
 
-@app.command("predict")
 @reports_errors
 def predict(
     ctx: typer.Context,
@@ -43,7 +42,7 @@ def predict(
     (and the observed life when the data has it). Unusable cells are reported and skipped."""
     from mis.errors import UsageError
     from mis.pipelines.battery.pipeline import BatteryLifePipeline
-    from mis.pipelines.battery.run import predict_inputs, rows_as_dicts, write_csv
+    from mis.pipelines.battery.run import plan, predict_files, rows_as_dicts, write_csv
 
     runtime = runtime_of(ctx)
     if csv_out is not None and csv_out.is_dir():
@@ -53,13 +52,16 @@ def predict(
     pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
     if cycles is not None and cycles != pipeline.n_cycles:
         raise UsageError(f"the model uses the first {pipeline.n_cycles} cycles, not --cycles {cycles}")
-    cells, rows = predict_inputs(pipeline, data)
-    if csv_out is not None and csv_out.resolve() in {Path(row.source).resolve() for row in rows}:
+    items = plan(data)
+    if csv_out is not None and csv_out.resolve() in {Path(item.source).resolve() for item in items}:
         raise UsageError(f"--csv {csv_out} is one of the inputs; give another file name")  # before any write
+    if plot is not None and plot.resolve() in {Path(item.source).resolve() for item in items}:
+        raise UsageError(f"--plot {plot} is one of the inputs; give another folder")
+    rows = predict_files(pipeline, items, runtime, plot_folder=plot)
+    if rows is None:  # a non-zero rank under torchrun: rank 0 reports
+        raise typer.Exit(0)
     if csv_out:
         write_csv(csv_out, rows)
-    if plot:
-        _plot_all(cells, rows, pipeline.n_cycles, plot)
     _report(rows, runtime, pipeline.n_cycles)
     for row in rows:
         for warning in row.warnings:
@@ -69,21 +71,11 @@ def predict(
     for row in failed:
         print_error(row.error)
     if runtime.json:
-        print_json({"n_cycles": pipeline.n_cycles, "cells": rows_as_dicts(rows)})
+        from mis.runtime.notices import notices
+
+        print_json({"n_cycles": pipeline.n_cycles, **pipeline.run_info(), "notices": notices(),
+                    "cells": rows_as_dicts(rows)})
     raise typer.Exit(1 if failed else 0)
-
-
-def _plot_all(cells, rows, n_cycles: int, folder: Path) -> None:
-    from mis.pipelines.battery.plot import plot_cell
-
-    folder.mkdir(parents=True, exist_ok=True)
-    used: dict[str, int] = {}
-    for cell, row in zip(cells, rows):  # predict_inputs: one row per cell, in order, then the unreadable files
-        if row.error is None:
-            count = used.get(cell.name, 0)
-            used[cell.name] = count + 1
-            name = cell.name if count == 0 else f"{cell.name}_{count + 1}"  # same cell name in two files
-            plot_cell(cell, row, n_cycles, folder / f"{name}.png")
 
 
 def _report(rows, runtime, n_cycles: int) -> None:
@@ -98,3 +90,89 @@ def _report(rows, runtime, n_cycles: int) -> None:
     if table:
         print_table(f"Predicted cycle life from the first {n_cycles} cycles ({len(table)} cells)",
                     ["cell", "FPNN", "variance model", "observed", "split"], table)
+
+
+@reports_errors
+def train_battery(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="Cells with observed cycle life (MIT .npz/.csv, BEEP .json, ...)"),
+    cycles: int = typer.Option(100, "--cycles", "-n", min=4, max=100, help="Use the first N cycles"),
+    split: str = typer.Option("train", help="Train on cells with this split label ('all': every cell)"),
+    out: Path = typer.Option(Path("runs/battery"), "--output", "-o", "--out", help="Run folder (member checkpoints, "
+                             "metrics.jsonl, model.safetensors)"),
+    members: int = typer.Option(5, min=1, help="Ensemble size (independently seeded FPNNs, averaged)"),
+    steps: int = typer.Option(300, min=1, help="Training steps per member"),
+    batch: int = typer.Option(8, "--batch", min=1, help="Cells per step"),
+    lr: float = typer.Option(3e-3, help="AdamW learning rate (cosine decay)"),
+    inception_blocks: int = typer.Option(2, "--inception-blocks", min=1, max=4,
+                                         help="Number of InceptionBlocks (FPNN's NOI)"),
+    temperature: bool = typer.Option(False, "--temperature", help="Add the T(V) channel (raw Arbin/Maccor or BEEP "
+                                     "data with temperature)"),
+    charge_time: bool = typer.Option(False, "--charge-time", help="Add the mean charge time of cycles 2-6"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the members' last checkpoints"),
+    half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
+) -> None:
+    """Train an FPNN ensemble and the Severson variance model on the same cells (log cycle-life regression);
+    writes OUT/model.safetensors with both in its card."""
+    from mis.errors import InputError
+    from mis.models.fpnn import FPNNConfig
+    from mis.pipelines.battery.run import read_all
+    from mis.pipelines.battery.train import BatteryTrainOptions
+    from mis.pipelines.battery.train import train_battery as run_training
+
+    single_process("mis train battery")
+    runtime = runtime_of(ctx)
+    cells, failures = read_all(data)
+    if failures:
+        raise InputError(failures[0].source, failures[0].error.split(": ", 1)[-1])
+    options = BatteryTrainOptions(
+        out=out, n_cycles=cycles, members=members, steps=steps, batch_size=batch, lr=lr,
+        split=None if split == "all" else split, config=FPNNConfig(num_inception_blocks=inception_blocks),
+        temperature=temperature, charge_time=charge_time,
+        seed=runtime.seed, device=runtime.device, precision=runtime.precision, resume=resume, half=half,
+        progress=runtime.chatty)
+    log = training_log(runtime)
+    result = run_training(cells, options, log=log)
+    if runtime.json:
+        print_json(result)
+
+
+@reports_errors
+def evaluate_battery(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="Cells with observed cycle life"),
+    cycles: Optional[int] = typer.Option(None, "--cycles", "-n", min=4, max=100,
+                                         help="Shipped model for the first N cycles (default 100)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint (from `mis train battery`)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
+) -> None:
+    """RMSE (cycles) and MAPE (%) per split for the FPNN and the variance model."""
+    from mis.errors import MisError
+    from mis.io.atomic import atomic_write_json
+    from mis.pipelines.battery.pipeline import BatteryLifePipeline
+    from mis.pipelines.battery.run import plan, predict_files, rows_as_dicts, split_metrics
+
+    runtime = runtime_of(ctx)
+    pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
+    rows = predict_files(pipeline, plan(data), runtime)
+    if rows is None:  # a non-zero rank under torchrun: rank 0 reports
+        raise typer.Exit(0)
+    failed = [row for row in rows if row.error]
+    report = {"n_cycles": pipeline.n_cycles, **pipeline.run_info(), "splits": split_metrics(rows),
+              "cells": rows_as_dicts(rows)}
+    if not report["splits"]:
+        for row in failed:
+            print_error(row.error)
+        raise MisError("no cell with an observed cycle life could be evaluated")
+    if output:
+        atomic_write_json(output, report)
+    if runtime.json:
+        print_json(report)
+    else:
+        table = [[split, m["cells"], f"{m['fpnn_rmse']:.0f}", f"{m['fpnn_mape']:.1f}", f"{m['variance_rmse']:.0f}",
+                  f"{m['variance_mape']:.1f}"] for split, m in report["splits"].items()]
+        print_table(f"Cycle life from the first {pipeline.n_cycles} cycles",
+                    ["split", "cells", "FPNN RMSE", "FPNN MAPE %", "variance RMSE", "variance MAPE %"], table)
+    for row in failed:
+        print_error(row.error)
+    raise typer.Exit(1 if failed else 0)

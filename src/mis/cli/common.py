@@ -92,15 +92,20 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     stdout.print(table)
 
 
-def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[str] | None = None) -> None:
-    """Print the end-of-run summary (table or JSON), failures as one line each on stderr, then exit."""
+def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[str] | None = None,
+               run_info: dict | None = None) -> None:
+    """Print the end-of-run summary (table or JSON), failures as one line each on stderr, then exit.
+
+    `run_info` (the pipeline's device, precision, compile setting and model) goes into the JSON document."""
+    from mis.runtime.notices import notices
+
     extra_columns = extra_columns or []
     for result in summary.results:
         if result.status == "failed":
             stderr.print(f"failed: {result.error}", style="red", markup=False, highlight=False)
     if runtime.json:
         print_json({
-            "title": title,
+            "title": title, **(run_info or {}), "notices": notices(),
             "seconds": round(summary.seconds, 3),
             "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
             "items": [
@@ -115,6 +120,22 @@ def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[
         print_table(f"{title}: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
                     f"in {summary.seconds:.1f} s", ["input", "output", "status", "s", *extra_columns], rows)
     raise typer.Exit(summary.exit_code)
+
+
+def training_log(runtime: RuntimeConfig) -> Callable[[str], None]:
+    """Where `mis train` / `mis pretrain` print their progress lines (nothing under --quiet/--json)."""
+    if not runtime.chatty:
+        return lambda *_: None
+    return lambda text: stdout.print(text, highlight=False, markup=False)
+
+
+def single_process(command: str) -> None:
+    """Under torchrun every rank would train the whole run and write the same files: say so instead."""
+    from mis.runtime.distributed import dist_info
+
+    if dist_info()[1] > 1:
+        raise UsageError(f"{command} trains in one process (DDP: `mis train segment` and `mis pretrain ct`); "
+                         "start it without torchrun")
 
 
 def _fmt(value: Any) -> str:

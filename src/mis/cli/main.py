@@ -1,4 +1,5 @@
-"""The `mis` command: a root callback with the shared runtime options and one thin file per command."""
+"""The `mis` command: a root callback with the shared runtime options, and the commands every task
+package declares in its spec (`mis.tasks.TASK_PACKAGES`), one thin file per task under `mis/cli/`."""
 from __future__ import annotations
 
 import os
@@ -11,16 +12,28 @@ lazy_rich.install()  # before typer imports rich.markdown / rich.traceback
 import typer  # noqa: E402
 
 import mis  # noqa: E402
-from mis.cli import audio, battery, demo, evaluate, info, models, pretrain, segment, train  # noqa: E402
-from mis.cli.common import PANEL_AUDIO, PANEL_MEDICAL, PANEL_TABULAR, PANEL_TRAIN, PANEL_UTIL  # noqa: E402
+from mis.cli import demo, info, models  # noqa: E402
+from mis.cli.common import PANEL_TRAIN, PANEL_UTIL  # noqa: E402
+from mis.registry import task_specs  # noqa: E402
 from mis.runtime.config import RuntimeConfig  # noqa: E402
+from mis.spec import resolve  # noqa: E402
 
 RUNTIME_PANEL = "Runtime"
+# Command groups every task may add to; a task's own groups (`mis pretrain`, `mis battery`) come from its spec.
+SHARED_GROUPS = {
+    "train": "Train or fine-tune a pipeline's network (one sub-command per task).",
+    "evaluate": "Score predictions against references (one sub-command per task).",
+}
+
+
+def _shipped_summary() -> str:
+    names = [spec.command_line.removeprefix("mis ") for spec in task_specs().values()]
+    return ", ".join(names)
+
 
 app = typer.Typer(
     name="mis",
-    help="Deep-learning pipelines behind one CLI and one runtime: CT segmentation, battery cycle life and a "
-         "neural vocoder today (DSA interpolation, bandwidth extension, sea ice and crowd counting to follow).",
+    help="Deep-learning pipelines behind one CLI and one runtime: " + _shipped_summary() + ".",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -45,8 +58,8 @@ def root(
     workers: int = typer.Option(2, min=1, help="Reader/decoder threads", rich_help_panel=RUNTIME_PANEL),
     seed: int = typer.Option(0, help="Random seed (same input and seed give the same output)",
                              rich_help_panel=RUNTIME_PANEL),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the network (GPU)",
-                                 rich_help_panel=RUNTIME_PANEL),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network (the first call pays the "
+                                 "compile time)", rich_help_panel=RUNTIME_PANEL),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables",
                                      rich_help_panel=RUNTIME_PANEL),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables",
@@ -57,18 +70,33 @@ def root(
 ) -> None:
     """Root options apply to every command: `mis --device cuda --json segment scan.nii.gz`."""
     if quiet or json_output:
-        os.environ["MIS_QUIET"] = "1"  # read by the progress utility
+        os.environ["MIS_QUIET"] = "1"  # read by the progress utility and the notices
     ctx.obj = RuntimeConfig(device=device, precision=precision, batch_size=batch_size, workers=workers,
                             seed=seed, compile=compile, json=json_output, quiet=quiet, debug=debug)
 
 
-app.command("segment", rich_help_panel=PANEL_MEDICAL)(segment.segment)
-app.add_typer(pretrain.app, name="pretrain", rich_help_panel=PANEL_MEDICAL)
-app.add_typer(battery.app, name="battery", rich_help_panel=PANEL_TABULAR)
-app.command("mel", rich_help_panel=PANEL_AUDIO)(audio.mel)
-app.command("vocode", rich_help_panel=PANEL_AUDIO)(audio.vocode)
-app.add_typer(train.app, name="train", rich_help_panel=PANEL_TRAIN)
-app.add_typer(evaluate.app, name="evaluate", rich_help_panel=PANEL_TRAIN)
+def _build_commands() -> None:
+    """Every spec's commands, in the order of mis.tasks; groups are created on first use."""
+    groups: dict[str, typer.Typer] = {}
+    specs = task_specs().values()
+    help_texts = dict(SHARED_GROUPS)
+    for spec in specs:
+        for name, text in spec.groups.items():
+            help_texts.setdefault(name, text)
+    for spec in specs:
+        for command in spec.commands:
+            function = resolve(command.target)
+            if command.group is None:
+                app.command(command.name, rich_help_panel=spec.panel)(function)
+                continue
+            if command.group not in groups:
+                groups[command.group] = typer.Typer(help=help_texts.get(command.group, ""), no_args_is_help=True)
+                panel = PANEL_TRAIN if command.group in SHARED_GROUPS else spec.panel
+                app.add_typer(groups[command.group], name=command.group, rich_help_panel=panel)
+            groups[command.group].command(command.name)(function)
+
+
+_build_commands()
 app.add_typer(models.app, name="models", rich_help_panel=PANEL_UTIL)
 app.command("info", rich_help_panel=PANEL_UTIL)(info.info)
 app.command("demo", rich_help_panel=PANEL_UTIL)(demo.demo)

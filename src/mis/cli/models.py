@@ -16,35 +16,50 @@ app = typer.Typer(help="The model registry, checkpoint cards and import of upstr
 @app.command("list")
 @reports_errors
 def list_models(ctx: typer.Context) -> None:
-    """Tasks, their model families and default checkpoints (no torch needed)."""
-    from mis.registry import TASKS, WEIGHTS_DIR
+    """Every task and the checkpoints it ships (no torch needed). The names work with `--model` and
+    `mis models info`."""
+    from mis.registry import WEIGHTS_DIR, task_specs
 
-    rows = [{"task": t.task, "command": f"mis {t.command}", "family": t.family,
-             "default_checkpoint": t.default_checkpoint,
-             "shipped": (WEIGHTS_DIR / t.default_checkpoint).exists(), "description": t.description}
-            for t in TASKS.values()]
+    rows = []
+    for spec in task_specs().values():
+        family = ", ".join(f.name for f in spec.families)
+        for model in spec.models or (None,):
+            rows.append({"task": spec.name, "command": spec.command_line, "family": family,
+                         "model": model.name if model else "",
+                         "default": "yes" if model and model.name == spec.default_model else "",
+                         "shipped": bool(model) and (WEIGHTS_DIR / model.file).exists(),
+                         "description": model.description if model else spec.title})
     if runtime_of(ctx).json:
         print_json(rows)
         return
     print_table("mis models", list(rows[0]), [list(r.values()) for r in rows])
 
 
+def checkpoint_path(name: str) -> Path:
+    """A file, a shipped model's name (as `mis models list` prints it) or file name, or a task name (its default)."""
+    from mis.registry import default_checkpoint_path, resolve_checkpoint, task_specs
+
+    if Path(name).exists():
+        return Path(name)
+    if name in task_specs():
+        return default_checkpoint_path(name)
+    return resolve_checkpoint(next(iter(task_specs())), name)
+
+
 @app.command("info")
 @reports_errors
-def info(ctx: typer.Context, checkpoint: str = typer.Argument(..., help="Checkpoint path or shipped name")) -> None:
+def info(ctx: typer.Context, checkpoint: str = typer.Argument(..., help="Checkpoint path, shipped model name or "
+                                                              "task name (as `mis models list` prints them)")) -> None:
     """Print a checkpoint's card: network config, preprocessing, labels, training and metrics."""
     from mis.checkpoints import describe, read_card
-    from mis.registry import WEIGHTS_DIR
 
-    path = Path(checkpoint)
-    if not path.exists() and (WEIGHTS_DIR / checkpoint).exists():
-        path = WEIGHTS_DIR / checkpoint
-    card = read_card(path)
+    card = read_card(checkpoint_path(checkpoint))
     if runtime_of(ctx).json:
         print_json(card)
         return
     for key, value in describe(card).items():
-        stdout.print(f"[bold]{key}[/bold]: {json.dumps(value, default=str)}", highlight=False)
+        stdout.print(f"[bold]{key}[/bold]: ", end="", highlight=False)
+        stdout.print(json.dumps(value, default=str), markup=False, highlight=False)
 
 
 @app.command("import")
@@ -53,7 +68,8 @@ def import_model(
     ctx: typer.Context,
     source: Path = typer.Argument(..., exists=True, dir_okay=False, help="Upstream .pth/.pt file"),
     output: Path = typer.Option(..., "--output", "-o", help="Our .safetensors checkpoint to write"),
-    task: str = typer.Option("ct_segmentation", help="Task the weights are for"),
+    task: str = typer.Option("ct_segmentation", help="Task the weights are for (see `mis models list`)"),
+    family: Optional[str] = typer.Option(None, help="Network family, for tasks with several (default: the first)"),
     config: Optional[str] = typer.Option(None, help="JSON object with network config overrides, e.g. "
                                          "'{\"class_num\": 5, \"input_size\": [64,128,128]}'"),
     labels: Optional[str] = typer.Option(None, help='JSON object of class id -> name, e.g. \'{"1": "liver"}\''),
@@ -69,15 +85,19 @@ def import_model(
     from mis.registry import task_entry
 
     entry = task_entry(task)
+    families = [f.name for f in entry.families]
+    if family is not None and family not in families:
+        raise UsageError(f"task {task} has no network family {family!r}; its families: {', '.join(families)}")
+    family = family or families[0]
     try:
         overrides = json.loads(config) if config else {}
         names = json.loads(labels) if labels else {}
     except json.JSONDecodeError as exc:
         raise UsageError(f"--config/--labels must be JSON objects ({exc})") from None
-    base = default_config(entry.family)
+    base = default_config(family)
     base.update(overrides)
-    card = import_checkpoint(source, output, family=entry.family, task=task, config=base, labels=names, half=half,
-                             preprocessing=default_preprocessing(entry.family, base))
+    card = import_checkpoint(source, output, family=family, task=task, config=base, labels=names, half=half,
+                             preprocessing=default_preprocessing(family, base))
     if runtime_of(ctx).json:
         print_json({"output": str(output), "sha256": card["sha256"]})
     else:

@@ -1,13 +1,13 @@
-"""`mis segment`: CT volumes (NIfTI files, DICOM series folders, folders of either, globs) -> label maps."""
+"""CT commands: `mis segment`, `mis train segment`, `mis evaluate segment`, `mis pretrain ct`."""
 from __future__ import annotations
 
-import dataclasses
+import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from mis.cli.common import report_run, reports_errors, runtime_of
+from mis.cli.common import print_error, print_json, print_table, report_run, reports_errors, runtime_of, training_log
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -26,7 +26,9 @@ def segment(
                                         "(default: the shipped demo model; see `mis models list`)"),
     fast: bool = typer.Option(False, "--fast", help="CPU-friendly: the fast model and 25% window overlap"),
     overlap: float = typer.Option(0.5, min=0.0, max=0.9, help="Sliding-window overlap (0.5 = nnU-Net/PyMIC)"),
-    tta: bool = typer.Option(False, "--tta", help="Mirroring test-time augmentation (8x slower)"),
+    tta: bool = typer.Option(False, "--tta", help="Mirroring test-time augmentation along the axes the model was "
+                             "trained mirror-invariant on (2^axes passes; a single pass for models with left/right "
+                             "classes, like the demo model)"),
     roi_subset: Optional[List[str]] = typer.Option(None, "--roi-subset", help="Only these organs (names, "
                                                    "repeat or comma-separate)"),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
@@ -39,27 +41,129 @@ def segment(
     """Segment organs in CT volumes with PCT-Net. Output: label map with exactly the input geometry,
     a JSON sidecar with label names, and optional statistics, preview and probabilities."""
     from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
-    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_files, segment_on_devices
-    from mis.registry import resolve_checkpoint, task_entry
-    from mis.runtime.distributed import dist_info, visible_gpu_workers
+    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_files
+    from mis.registry import resolve_checkpoint
 
     runtime = runtime_of(ctx)
     items = plan_items(inputs, output)
-    checkpoint = resolve_checkpoint("ct_segmentation", model or (task_entry("ct_segmentation").fast_checkpoint
-                                                                if fast else None))
-    settings = dict(overlap=0.25 if fast else overlap, tta=tta and not fast)
+    checkpoint = resolve_checkpoint("ct_segmentation", model, fast=fast)
+    pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, overlap=0.25 if fast else overlap,
+                                                      tta=tta and not fast)
     options = SegmentOptions(roi_subset=_split_names(roi_subset), save_probabilities=save_probabilities,
                              statistics=statistics, preview=preview, skip_existing=skip_existing,
                              overwrite=overwrite)
-    gpus = visible_gpu_workers() if runtime.device in ("auto", "cuda") and dist_info()[1] == 1 else []
-    if len(gpus) > 1:  # one worker per GPU, each with its own copy of the network
-        summary = segment_on_devices(
-            lambda device: CTSegmentationPipeline.from_checkpoint(
-                checkpoint, dataclasses.replace(runtime, device=device), **settings), items, options, gpus)
-    else:
-        pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, **settings)
-        summary = segment_files(pipeline, items, options, workers=runtime.workers,
-                                progress=runtime.chatty)
+    summary = segment_files(pipeline, items, options, runtime)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
         raise typer.Exit(0)
-    report_run(summary, runtime, "mis segment", extra_columns=["windows", "windows_skipped", "warning"])
+    report_run(summary, runtime, "mis segment", extra_columns=["windows", "windows_skipped", "warning"],
+               run_info=pipeline.run_info())
+
+
+@reports_errors
+def train_segment(
+    ctx: typer.Context,
+    images: Optional[List[str]] = typer.Option(None, "--images", help="CT volumes (files, folders, DICOM series)"),
+    labels: Optional[List[str]] = typer.Option(None, "--labels", help="Label maps, matched to images by case name"),
+    labels_map: Optional[Path] = typer.Option(None, "--labels-map", help='JSON {"liver": [5], ...}: source label '
+                                              "ids per class; key order = class ids 1..N"),
+    phantoms: int = typer.Option(0, min=0, help="Add N seeded synthetic labelled phantoms"),
+    out: Path = typer.Option(Path("runs/segment"), "--output", "-o", "--out", help="Run folder (checkpoints, "
+                             "metrics.jsonl, model.safetensors)"),
+    init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False,
+                                        help="Start from a checkpoint (e.g. `mis pretrain ct`): tensors with "
+                                        "matching name and shape are loaded, the rest re-initialised"),
+    steps: int = typer.Option(2000, min=1, help="Training iterations"),
+    batch: int = typer.Option(2, "--batch", min=1, help="Patches per iteration"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (poly decay, power 0.9)"),
+    full: bool = typer.Option(False, "--full", help="Paper-size PCT-Net (64x128x128 patches, 24..512 channels; "
+                              "GPU) instead of the fast CPU configuration"),
+    spacing: Optional[float] = typer.Option(None, help="Isotropic model spacing in mm (default 4 fast, 1.5 full)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
+    half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
+) -> None:
+    """Train PCT-Net: foreground-oversampled patches, flips and intensity augmentation, Dice + CE with deep
+    supervision, poly LR, validation Dice on held-out phantoms, periodic checkpoints and exact resume.
+    Under `torchrun` it trains with DDP."""
+    from mis.pipelines.ct_segmentation.labels import read_labels_map
+    from mis.pipelines.ct_segmentation.train import SegTrainOptions, train_segmentation
+
+    runtime = runtime_of(ctx)
+    options = SegTrainOptions(
+        out=out, images=list(images or []), labels=list(labels or []),
+        labels_map=read_labels_map(labels_map) if labels_map else None, phantoms=phantoms, steps=steps,
+        batch_size=batch, lr=lr, fast=not full, spacing=(spacing,) * 3 if spacing else None, init=init,
+        device=runtime.device, precision=runtime.precision, seed=runtime.seed, resume=resume, half=half,
+        progress=runtime.chatty)
+    log = training_log(runtime)
+    result = train_segmentation(options, log=log)
+    if runtime.json:
+        print_json(result)
+
+
+@reports_errors
+def evaluate_segment(
+    ctx: typer.Context,
+    pred: List[str] = typer.Option(..., "--pred", help="Predicted label maps (folder, files or globs)"),
+    ref: List[str] = typer.Option(..., "--ref", help="Reference label maps, matched by case name"),
+    labels_map: Optional[Path] = typer.Option(None, "--labels-map", help='JSON {"liver": [5], ...} mapping '
+                                              "reference ids to the prediction's classes"),
+    hd95: bool = typer.Option(True, "--hd95/--no-hd95", help="Also compute HD95 (mm)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
+) -> None:
+    """Dice and HD95 (MONAI metrics) per label and case, with the mean per label."""
+    from mis.io.atomic import atomic_write_json
+    from mis.pipelines.ct_segmentation.evaluate import evaluate_segmentations
+    from mis.pipelines.ct_segmentation.labels import read_labels_map
+
+    runtime = runtime_of(ctx)
+    mapping = read_labels_map(labels_map) if labels_map else None
+    report = evaluate_segmentations(pred, ref, mapping, hd95=hd95)
+    if output:
+        atomic_write_json(output, report)
+    for failure in report["errors"]:
+        print_error(failure["error"])
+    if runtime.json:
+        print_json(report)
+    else:
+        rows = [[name, f"{m['dice']:.4f}", "-" if m["hd95_mm"] is None else f"{m['hd95_mm']:.2f}", m["cases"]]
+                for name, m in report["mean"].items()]
+        print_table(f"Dice / HD95 over {len(report['cases'])} case(s)", ["label", "Dice", "HD95 mm", "cases"], rows)
+    raise typer.Exit(1 if report["errors"] else 0)
+
+
+@reports_errors
+def pretrain_ct(
+    ctx: typer.Context,
+    inputs: Optional[List[str]] = typer.Argument(None, help="Unlabeled CT: NIfTI files, DICOM series, folders, globs"),
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder; the checkpoint is "
+                                "<folder>/pretrained.safetensors"),
+    phantoms: int = typer.Option(0, min=0, help="Add N seeded synthetic phantoms (their labels are not used)"),
+    steps: int = typer.Option(2000, min=1, help="Training iterations (the paper: 80 000)"),
+    batch: int = typer.Option(2, "--batch", min=1, help="Fused samples per iteration"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    full: bool = typer.Option(False, "--full", help="Paper-size PCT-Net (GPU) instead of the fast configuration"),
+    network: Optional[str] = typer.Option(None, help="JSON PCTNetConfig overrides, e.g. "
+                                          "'{\"input_size\": [16, 32, 32]}'"),
+    spacing: Optional[float] = typer.Option(None, help="Isotropic spacing in mm (default 4 fast, 1.5 full)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
+) -> None:
+    """Volume Fusion (MIS-FM): two crops of one scan fused block-wise with alpha in {0, 1/4, 1/2, 3/4, 1};
+    the network learns to segment alpha (5 classes) with Dice + CE and deep supervision. The checkpoint
+    goes to `mis train segment --init`."""
+    from mis.errors import UsageError
+    from mis.pipelines.ct_segmentation.pretrain import PretrainOptions, pretrain_ct as run
+
+    runtime = runtime_of(ctx)
+    try:
+        overrides = json.loads(network) if network else None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--network must be a JSON object ({exc})") from None
+    options = PretrainOptions(out=output, inputs=list(inputs or []), phantoms=phantoms, steps=steps,
+                              batch_size=batch, lr=lr, fast=not full, network=overrides,
+                              spacing=(spacing,) * 3 if spacing else None, device=runtime.device,
+                              precision=runtime.precision, seed=runtime.seed, resume=resume,
+                              progress=runtime.chatty)
+    log = training_log(runtime)
+    result = run(options, log=log)
+    if runtime.json:
+        print_json(result)

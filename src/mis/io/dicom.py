@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from mis.errors import InputError
-from mis.io.volume import VolumeMeta, add_warning, check_affine, looks_like_hu
+from mis.io.geometry import VolumeMeta, add_warning, check_affine, looks_like_hu
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _DEFER_SIZE = 4096  # bytes: larger element values (the pixel data) are read only when used

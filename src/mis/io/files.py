@@ -1,4 +1,5 @@
-"""Input expansion (files, folders, globs) and output naming for volume commands. Imports no torch."""
+"""Input expansion (files, folders, globs) by input kind (`kinds.py`) and output naming for batch commands.
+Imports no torch."""
 from __future__ import annotations
 
 import glob
@@ -8,55 +9,44 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mis.errors import InputError, UsageError
-from mis.io.volume import dir_has_dicom, is_nifti_name, visible_children
+from mis.io.kinds import InputKind, input_kind, visible_children
 
 _GLOB_CHARS = set("*?[")
 
 
-def _dicom_series_dirs(root: Path) -> list[Path]:
-    """Every folder at or below ``root`` (hidden ones skipped) that directly holds DICOM files."""
+def _series_folders(root: Path, kind: InputKind) -> list[Path]:
+    """Every folder at or below ``root`` (hidden ones skipped) that is itself one input of ``kind``."""
     found: list[Path] = []
     for dirpath, dirnames, _files in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         d = Path(dirpath)
-        if dir_has_dicom(d):
+        if kind.is_folder(d):
             found.append(d)
     return sorted(found)
 
 
-def _expand_dir(folder: Path, kinds: Sequence[str]) -> list[Path]:
+def _expand_dir(folder: Path, kinds: Sequence[InputKind]) -> list[Path]:
     out: list[Path] = []
     children = visible_children(folder)
-    if "nifti" in kinds:
-        out.extend(c for c in children if c.is_file() and is_nifti_name(c))
-    # Each kind's readers load their own libraries (soundfile, numpy), so import its name check only when asked.
-    if "battery" in kinds:
-        from mis.io.battery import is_battery_name
-
-        out.extend(c for c in children if c.is_file() and is_battery_name(c))
-    if "audio" in kinds:
-        from mis.io.audio import is_audio_name
-
-        out.extend(c for c in children if c.is_file() and is_audio_name(c))
-    if "mel" in kinds:
-        out.extend(c for c in children if c.is_file() and c.suffix.lower() == ".npy")  # hidden ones already dropped
-    if "dicom" in kinds:
-        if dir_has_dicom(folder):
-            out.append(folder)  # the folder itself is a series
-        for sub in (c for c in children if c.is_dir()):
-            out.extend(_dicom_series_dirs(sub))
+    for kind in kinds:
+        if kind.file_test:
+            out.extend(c for c in children if c.is_file() and kind.is_file(c))
+        if kind.folder_test:
+            if kind.is_folder(folder):
+                out.append(folder)  # the folder itself is one input (a series)
+            for sub in (c for c in children if c.is_dir()):
+                out.extend(_series_folders(sub, kind))
     return out
 
 
-def _expand_one(arg: str | Path, kinds: Sequence[str]) -> list[Path]:
+def _expand_one(arg: str | Path, kinds: Sequence[InputKind]) -> list[Path]:
     p = Path(arg)
     if p.is_file():
         return [p]  # named explicitly: the reader says what is wrong with it, if anything
     if p.is_dir():
         found = _expand_dir(p, kinds)
         if not found:
-            what = " or ".join({"nifti": "NIfTI", "dicom": "DICOM", "battery": "battery data", "audio": "audio",
-                                  "mel": ".npy mel"}.get(k, k) for k in kinds)
+            what = " or ".join(kind.label for kind in kinds)
             raise InputError(p, f"empty folder: no {what} files")
         return found
     if p.exists():
@@ -79,7 +69,7 @@ def _expand_one(arg: str | Path, kinds: Sequence[str]) -> list[Path]:
     raise InputError(p, "no such file or directory")
 
 
-def resolve_inputs(args: Iterable[str | Path], kinds: Sequence[str] = ("nifti", "dicom")) -> list[Path]:
+def resolve_inputs(args: Iterable[str | Path], kinds: Sequence[str | InputKind] = ("nifti", "dicom")) -> list[Path]:
     """Expand command-line inputs into a deterministic, de-duplicated list of volume paths.
 
     - a file -> itself (whatever it is; reading it reports a bad format);
@@ -99,9 +89,10 @@ def resolve_inputs(args: Iterable[str | Path], kinds: Sequence[str] = ("nifti", 
     return items  # type: ignore[return-value]
 
 
-def resolve_each(args: Iterable[str | Path], kinds: Sequence[str]) -> list[Path | InputError]:
+def resolve_each(args: Iterable[str | Path], kinds: Sequence[str | InputKind]) -> list[Path | InputError]:
     """Like `resolve_inputs`, but an argument that does not resolve (missing path, empty folder, pattern
     without a match) stays in the list as its InputError, so a batch command reports it and goes on."""
+    kinds = [input_kind(k) for k in kinds]
     seen: set[Path] = set()
     result: list[Path | InputError] = []
     for arg in args:
@@ -172,7 +163,7 @@ def output_paths_for(
     return [Path(out_dir) / f"{s}{stem_suffix}{suffix}" for s in stems]  # the planner reports leftover clashes
 
 
-def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequence[str] = ("nifti", "dicom"),
+def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequence[str | InputKind] = ("nifti", "dicom"),
                         suffix: str = ".nii.gz", stem_suffix: str = "_seg",
                         file_suffixes: Sequence[str] | None = None) -> list[tuple[Path, Path, str | None]]:
     """(input, output file, problem or None) for every input of a batch command.

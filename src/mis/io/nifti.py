@@ -11,7 +11,7 @@ import numpy as np
 
 from mis.errors import InputError
 from mis.io.atomic import atomic_output
-from mis.io.volume import (
+from mis.io.geometry import (
     VolumeMeta,
     add_warning,
     check_affine,

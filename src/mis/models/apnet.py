@@ -3,7 +3,7 @@
 Module names follow the upstream `models.py` (ASP_input_conv, ASP_ResNet, ASP_output_conv,
 PSP_input_conv, PSP_ResNet, PSP_output_R_conv, PSP_output_I_conv; residual blocks with convs1/convs2)
 so that upstream state dicts map by name; weight norm uses torch's parametrization, so upstream
-`weight_g`/`weight_v` become `parametrizations.weight.original0/1` (`KEY_MAPS["apnet"]` in mis/importing.py).
+`weight_g`/`weight_v` become `parametrizations.weight.original0/1` (the key map in pipelines/vocoder/spec.py).
 
 - Amplitude spectrum predictor (ASP): Conv1d(n_mels -> C, k7) -> three parallel residual blocks
   (kernels 3/7/11, dilations 1/3/5, HiFi-GAN "ResBlock1") averaged -> LeakyReLU -> Conv1d(C -> F, k7)
@@ -11,7 +11,8 @@ so that upstream state dicts map by name; weight norm uses torch's parametrizati
 - Phase spectrum predictor (PSP): the same backbone with its own weights -> two parallel Conv1d(C -> F)
   giving R and I -> phase = atan2(I, R) (parallel phase estimation; a small epsilon keeps the gradient
   finite at the origin).
-- Waveform: exp(logamp) * e^{i phase} -> inverse STFT with the mel convention's n_fft/hop/win.
+- Waveform: exp(logamp) * e^{i phase} -> inverse STFT (`mis.transforms.audio`, the framing every audio
+  pipeline shares; it must equal the mel convention's, which the vocoder pipeline checks on load).
 
 Every layer runs at frame rate: there is no upsampling, which is why APNet is fast on a CPU.
 """
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from mis.models.common import DictConfig, count_parameters  # noqa: F401  (re-exported)
+from mis.transforms.audio import STFTConfig, polar_to_wave
 
 LRELU_SLOPE = 0.1
 ATAN2_EPS = 1e-5  # added to R where it is exactly 0, so atan2's gradient stays finite
@@ -50,6 +52,11 @@ class APNetConfig(DictConfig):
     @property
     def freq_bins(self) -> int:
         return self.n_fft // 2 + 1
+
+    @property
+    def stft(self) -> STFTConfig:
+        """The framing of the network's inverse STFT (it must equal its mel convention's)."""
+        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
 
 
 def apnet_paper_16k() -> APNetConfig:
@@ -119,7 +126,6 @@ class APNet(nn.Module):
         self.ASP_output_conv = _conv(c.asp_channels, c.freq_bins, c.output_conv_kernel_size)
         self.PSP_output_R_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
         self.PSP_output_I_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
-        self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)
 
     @staticmethod
     def _branch(x: torch.Tensor, blocks: nn.ModuleList, mask: torch.Tensor | None) -> torch.Tensor:
@@ -139,13 +145,8 @@ class APNet(nn.Module):
         return logamp, torch.atan2(imag, real)
 
     def synthesize(self, logamp: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(real, imag, wave): the complex spectrum and its inverse STFT (centred framing)."""
-        amplitude = torch.exp(logamp.float())
-        real, imag = amplitude * torch.cos(phase.float()), amplitude * torch.sin(phase.float())
-        c = self.config
-        wave = torch.istft(torch.complex(real, imag), c.n_fft, c.hop_length, c.win_length,
-                           self.window.to(real.device), center=True)
-        return real, imag, wave
+        """(real, imag, wave): the complex spectrum and its inverse STFT (centred framing, fp32)."""
+        return polar_to_wave(logamp, phase, self.config.stft)
 
     def forward(self, mel: torch.Tensor):
         logamp, phase = self.spectra(mel)

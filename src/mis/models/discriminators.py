@@ -108,3 +108,27 @@ class Discriminators(nn.Module):
 
     def forward(self, wave: torch.Tensor):
         return self.mpd(wave) + self.msd(wave)
+
+
+# ---- adversarial losses over a list of (score, features) pairs, one per sub-discriminator ----------
+
+WEIGHT_FEATURE_MATCHING = 2.0
+
+
+def discriminator_loss(real_outputs, fake_outputs) -> torch.Tensor:
+    loss = 0.0
+    for (real_score, _), (fake_score, _) in zip(real_outputs, fake_outputs):
+        loss = loss + torch.mean((1 - real_score) ** 2) + torch.mean(fake_score ** 2)
+    return loss  # type: ignore[return-value]
+
+
+def generator_adversarial_loss(fake_outputs) -> torch.Tensor:
+    return sum(torch.mean((1 - score) ** 2) for score, _ in fake_outputs)  # type: ignore[return-value]
+
+
+def feature_matching_loss(real_outputs, fake_outputs) -> torch.Tensor:
+    loss = 0.0
+    for (_, real_features), (_, fake_features) in zip(real_outputs, fake_outputs):
+        for real_map, fake_map in zip(real_features, fake_features):
+            loss = loss + torch.mean(torch.abs(real_map.detach() - fake_map))
+    return WEIGHT_FEATURE_MATCHING * loss  # type: ignore[return-value]

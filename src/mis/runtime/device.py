@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from mis.errors import UsageError
+from mis.runtime.notices import notice
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -32,6 +32,13 @@ class ComputePolicy:
 
     def describe(self) -> str:
         return f"{self.device} {self.precision}"
+
+    def to_dict(self) -> dict[str, str]:
+        """What a run report and a sidecar record: the device and precision actually used."""
+        return {"device": str(self.device), "precision": self.precision}
+
+
+CPU_FP32 = ComputePolicy(torch.device("cpu"), "fp32")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -66,7 +73,8 @@ def amp_support(device: torch.device) -> dict[str, bool]:
         return {"fp16": True, "bf16": torch.cuda.is_bf16_supported()}
     if device.type == "mps":
         return {"fp16": True, "bf16": False}
-    return {"fp16": False, "bf16": True}  # CPU autocast supports bf16 (speed depends on the CPU)
+    # CPU autocast runs both (fp16 since torch 2.2); whether it is faster depends on the CPU's instructions
+    return {"fp16": True, "bf16": True}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -113,9 +121,30 @@ def resolve_policy(device: str = "auto", precision: str = "auto",
             faster = probe is not None and cpu_has_native_bf16() and cpu_bf16_is_faster(probe)
             precision = "bf16" if faster else "fp32"
     elif precision != "fp32" and not support[precision]:
-        warnings.warn(f"{precision} autocast is not supported on {dev}; using fp32")
+        notice(f"--precision {precision} is not supported on {dev}; running in fp32")
         precision = "fp32"
     return ComputePolicy(dev, precision)
+
+
+def resolve_training_policy(device: str = "auto", precision: str = "auto") -> ComputePolicy:
+    """The one rule for every `mis train` / `mis pretrain`: `auto` is the GPU when there is one, with AMP there
+    (bf16 where supported, else fp16 with grad scaling), and fp32 on the CPU (half-precision training on a CPU
+    is slower and less stable than fp32 here). An explicit --precision is honoured where supported."""
+    dev = resolve_device(device)
+    precision = (precision or "auto").lower()
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if amp_support(dev)["bf16"] else "fp16"
+        else:
+            precision = "fp32"
+    return resolve_policy(str(dev), precision)
+
+
+def compile_network(function: Callable, policy: ComputePolicy) -> Callable:
+    """`torch.compile` a pipeline's network call (any device: the first call pays the compile time).
+
+    MIS_COMPILE_BACKEND picks another backend (tests use a counting one to see that --compile is applied)."""
+    return torch.compile(function, backend=os.environ.get("MIS_COMPILE_BACKEND", "inductor"))
 
 
 def configure_threads(threads: int | None = None) -> int:

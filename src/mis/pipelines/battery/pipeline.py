@@ -1,20 +1,19 @@
 """BatteryLifePipeline: model arrays -> predicted cycle life (FPNN ensemble and variance model)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from mis.checkpoints import load_checkpoint
-from mis.errors import CheckpointError, InputError
+from mis.errors import InputError
 from mis.io.battery import MAH_FACTOR, Cell
+from mis.pipelines.base import Pipeline
 from mis.pipelines.battery.baseline import VarianceModel
 from mis.pipelines.battery.features import CHANNEL_NAMES, OPTIONAL_SUMMARY, SUMMARY_NAMES
 from mis.pipelines.battery.preprocess import Normalizer, cell_arrays
-from mis.runtime.config import RuntimeConfig
-from mis.runtime.device import resolve_device
+from mis.runtime.device import ComputePolicy
 
 TASK = "battery_life"
 # A cell's capacity at cycle 2 may lie this far (as factors) outside the training cells' before it is refused:
@@ -34,28 +33,34 @@ class CellPrediction:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class LifePrediction:
+    fpnn: np.ndarray        # [M] cycle life predicted by the FPNN ensemble
+    variance: np.ndarray    # [M] ... by the Severson variance model stored in the same checkpoint
+
+
 @torch.no_grad()
-def standardised_predictions(model: torch.nn.Module, normalizer: Normalizer, curves: np.ndarray, summary: np.ndarray,
-                             device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
+def standardised_predictions(network: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], normalizer: Normalizer,
+                             curves: np.ndarray, summary: np.ndarray, device: torch.device | str = "cpu",
+                             batch_size: int = 128) -> np.ndarray:
     """Raw (not yet normalised) model inputs -> the network's standardised log10 life, in batches."""
     outputs = []
     for start in range(0, len(curves), batch_size):
         part = slice(start, start + batch_size)
         x = torch.from_numpy(normalizer.curves(curves[part])).to(device)
         s = torch.from_numpy(normalizer.summary(summary[part])).to(device)
-        outputs.append(model(x, s).float().cpu().numpy())
+        outputs.append(network(x, s).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros(0)
 
 
-class BatteryLifePipeline:
-    """`pipeline(curves, summary)` -> (FPNN life [M], variance-model life [M]), in cycles."""
+class BatteryLifePipeline(Pipeline):
+    """`pipeline(curves, summary)` -> LifePrediction (FPNN and variance-model lives [M], in cycles)."""
 
-    def __init__(self, model: torch.nn.Module, card: dict, device: torch.device | str = "cpu"):
-        if card.get("task") != TASK:
-            raise CheckpointError(f"checkpoint is for task {card.get('task')!r}, not {TASK}")
-        self.card = card
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+    task = TASK
+    default_batch_size = 128   # cells per forward pass
+
+    def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy | None = None, **base_options):
+        super().__init__(model, card, policy, **base_options)
         pre = card["preprocessing"]
         self.n_cycles = int(pre["n_cycles"])
         grid = pre["voltage_grid"]
@@ -67,16 +72,18 @@ class BatteryLifePipeline:
         self.summary_names = list(pre.get("summary_features", SUMMARY_NAMES))
         self.baseline = VarianceModel.from_dict(card["extra"]["baseline"])
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None) -> "BatteryLifePipeline":
-        model, card = load_checkpoint(path)
-        device = resolve_device(runtime.device if runtime else "cpu")
-        return cls(model, card, device)
-
-    def __call__(self, curves: np.ndarray, summary: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, curves: np.ndarray, summary: np.ndarray) -> LifePrediction:
         """curves [M, C, T, P] and summary [M, S] (raw, as from `cell_arrays`) -> lives [M], [M]."""
-        standardised = standardised_predictions(self.model, self.normalizer, curves, summary, self.device, batch_size)
-        return self.normalizer.life(standardised), self.baseline.predict(np.asarray(summary)[:, 0])
+        standardised = standardised_predictions(self.forward, self.normalizer, curves, summary, self.device,
+                                                self.batch_size)
+        return LifePrediction(self.normalizer.life(standardised), self.baseline.predict(np.asarray(summary)[:, 0]))
+
+    def check_inputs(self, cell: Cell) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """One cell's model arrays and warnings, or an InputError naming its file (too few cycles, NaN, another
+        voltage window, a capacity the model never saw)."""
+        curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage, self.curve_points, self.channels,
+                                                self.extra_summary)
+        return curves, summary, warnings + self.check_training_range(cell, summary)
 
     def check_training_range(self, cell: Cell, summary: np.ndarray) -> list[str]:
         """Refuse a cell whose capacity the model never saw (another cell type, or mAh read as Ah): the network
@@ -101,9 +108,7 @@ class BatteryLifePipeline:
         for cell in cells:
             row = CellPrediction(cell.name, cell.source, observed=cell.cycle_life, split=cell.split)
             try:
-                cell_curves, summary, warnings = cell_arrays(cell, self.n_cycles, self.voltage, self.curve_points,
-                                                             self.channels, self.extra_summary)
-                warnings = warnings + self.check_training_range(cell, summary)
+                cell_curves, summary, warnings = self.check_inputs(cell)
             except InputError as exc:
                 row.error = str(exc)
             else:
@@ -113,7 +118,7 @@ class BatteryLifePipeline:
                 summaries.append(summary)
             rows.append(row)
         if usable:
-            fpnn, variance = self(np.stack(curves), np.stack(summaries))
-            for index, life, base in zip(usable, fpnn, variance):
+            lives = self(np.stack(curves), np.stack(summaries))
+            for index, life, base in zip(usable, lives.fpnn, lives.variance):
                 rows[index].fpnn, rows[index].variance = float(life), float(base)
         return rows

@@ -115,3 +115,20 @@ def write_maccor_text(cell: Cell, path: Path, points: int = 400) -> None:
                          f"\t  0d 00:00:00.0000\t{q:.7f}\t0\t4.4\t{v:.6f}\tD\t0\tx")
             record += 1
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+SAMPLE_SEEDS = (101, 202, 303)
+
+
+def write_sample_data(out: Path) -> list[Path]:
+    """sample_data/battery: 3 synthetic cells (cycles 2..100) in the MIT Q(V) NPZ layout, with life, and one
+    cell's first 40 cycles as a raw Arbin-style export."""
+    folder = Path(out) / "battery"
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = [synthetic_cell(seed, 100, name=f"synthetic{seed}", split="sample") for seed in SAMPLE_SEEDS]
+    npz = folder / "synthetic_cells.npz"
+    with open(npz, "wb") as handle:
+        np.savez_compressed(handle, **as_npz_arrays(cells))
+    arbin = folder / "synthetic_arbin.csv"
+    write_arbin_csv(synthetic_cell(404, 40, name="synthetic404"), arbin, points=150)
+    return [npz, arbin]

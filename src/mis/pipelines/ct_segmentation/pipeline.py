@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mis.checkpoints import load_checkpoint
 from mis.errors import InputError, UsageError
 from mis.io.volume import VolumeMeta, from_ras
+from mis.pipelines.base import Pipeline
 from mis.pipelines.ct_segmentation.preprocess import (
     DEFAULT_PREPROCESSING, body_bounding_box, hu_to_normalised, image_to_grid)
-from mis.runtime.config import RuntimeConfig
-from mis.runtime.device import ComputePolicy, resolve_policy
+from mis.runtime.device import ComputePolicy
 from mis.runtime.sliding_window import sliding_window_predict
 
 MIN_VOXELS = 8 * 8 * 8
@@ -36,17 +34,18 @@ def flip_combinations(tta: bool, mirror_axes=(0, 1, 2)) -> list[tuple[int, ...]]
     return [tuple(a for bit, a in enumerate(axes) if mask >> bit & 1) for mask in range(2 ** len(axes))]
 
 
-class CTSegmentationPipeline:
+class CTSegmentationPipeline(Pipeline):
     """Built once from a checkpoint; `__call__` works on arrays so tests need no files."""
 
-    def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy, *, overlap: float = 0.5,
-                 tta: bool = False, window_batch: int = 4, skip_empty: bool = True):
-        self.model = model.to(policy.device).eval()
-        self.card = card
-        self.policy = policy
+    task = "ct_segmentation"
+    default_batch_size = 2          # sliding windows per forward pass: on a CPU batching matters most
+    default_gpu_batch_size = 8
+
+    def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy | None = None, *,
+                 overlap: float = 0.5, tta: bool = False, skip_empty: bool = True, **base_options):
+        super().__init__(model, card, policy, **base_options)
         self.overlap = overlap
         self.tta = tta
-        self.window_batch = window_batch
         self.skip_empty = skip_empty
         self.preprocessing = {**DEFAULT_PREPROCESSING, **card.get("preprocessing", {})}
         self.roi_size = tuple(card["config"]["input_size"])
@@ -54,18 +53,9 @@ class CTSegmentationPipeline:
         self.num_classes = int(card["config"]["class_num"])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None, **options):
-        runtime = runtime or RuntimeConfig()
-        model, card = load_checkpoint(path)
-        if card.get("task") != "ct_segmentation":
-            raise UsageError(f"{path}: checkpoint is for task {card.get('task')!r}, not ct_segmentation")
-        roi = tuple(card["config"]["input_size"])
-        probe_input = torch.zeros(1, 1, *roi)
-        policy = resolve_policy(runtime.device, runtime.precision, probe=lambda: model(probe_input))
-        if runtime.compile and policy.device.type == "cuda":
-            model = torch.compile(model)
-        options.setdefault("window_batch", runtime.batch_size or (8 if policy.device.type == "cuda" else 2))
-        return cls(model, card, policy, **options)
+    def precision_probe(cls, model: torch.nn.Module, card: dict):
+        probe_input = torch.zeros(1, 1, *card["config"]["input_size"])
+        return lambda: model(probe_input)
 
     def label_ids(self, names: list[str] | None) -> list[int]:
         """Ids for `--roi-subset`; unknown names raise an error that lists the valid ones."""
@@ -85,14 +75,13 @@ class CTSegmentationPipeline:
         flips = flip_combinations(self.tta, self.preprocessing.get("mirror_axes", (0, 1, 2)))
         for dims in flips:
             x = windows.flip(dims) if dims else windows
-            with self.policy.autocast():
-                logits = self.model(x)
+            logits = self.forward(x)
             probs = torch.softmax(logits.float(), dim=1)  # fp32 softmax: fp16 logits may be Inf
             probs = probs.flip(dims) if dims else probs
             total = probs if total is None else total + probs
         return total / len(flips)
 
-    def _check(self, image: np.ndarray, meta: VolumeMeta) -> None:
+    def check_inputs(self, image: np.ndarray, meta: VolumeMeta) -> None:
         if image.ndim != 3:
             raise InputError(meta.source, f"expected a 3-D volume, got shape {image.shape}")
         if image.size < MIN_VOXELS or min(image.shape) < 2:
@@ -106,7 +95,7 @@ class CTSegmentationPipeline:
         return probs, info
 
     def _grid_probabilities(self, image: np.ndarray, meta: VolumeMeta):
-        self._check(image, meta)
+        self.check_inputs(image, meta)
         grid, grid_info = image_to_grid(image.astype(np.float32, copy=False), meta, self.preprocessing)
         window = tuple(self.preprocessing["intensity_window"])
         air = hu_to_normalised(self.preprocessing["body_threshold_hu"], window)
@@ -116,14 +105,14 @@ class CTSegmentationPipeline:
         background[0] = 1.0
         probs_crop, stats = sliding_window_predict(
             crop, self._predict_windows, self.roi_size, self.num_classes, self.policy,
-            overlap=self.overlap, batch_size=self.window_batch,
+            overlap=self.overlap, batch_size=self.batch_size,
             is_empty=(lambda w: w.flatten(1).amax(dim=1) <= air) if self.skip_empty else None,
             empty_output=background, stitch_device="cpu")
         probs = background.view(-1, 1, 1, 1).repeat(1, *grid.shape)
         probs[(slice(None), *box)] = probs_crop[0]
         info = {"grid_shape": list(grid_info.grid_shape), "windows": stats.windows,
                 "tta_passes": len(flip_combinations(self.tta, self.preprocessing.get("mirror_axes", (0, 1, 2)))),
-                "windows_skipped": stats.skipped, "device": self.policy.describe()}
+                "windows_skipped": stats.skipped, **self.run_info()}
         return probs, info, grid_info
 
     def __call__(self, image: np.ndarray, meta: VolumeMeta, *, roi_subset: list[str] | None = None,

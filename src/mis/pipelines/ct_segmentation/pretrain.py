@@ -24,15 +24,14 @@ from mis.pipelines.ct_segmentation.phantom import make_phantom
 from mis.pipelines.ct_segmentation.preprocess import DEFAULT_PREPROCESSING, image_to_grid
 from mis.pipelines.ct_segmentation.train import SegTrainOptions, deep_supervision_loss, network_config
 from mis.pipelines.ct_segmentation.volume_fusion import VolumeFusionConfig, volume_fusion_sample
-from mis.runtime.device import resolve_policy
 from mis.runtime.distributed import dist_info, init_distributed
-from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, resume_settings
+from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 VALIDATION_SEED = 20_231
 
 
-@dataclass
-class PretrainOptions:
+@dataclass(kw_only=True)
+class PretrainOptions(RunOptions):
     out: Path
     inputs: list[str] = field(default_factory=list)
     phantoms: int = 0                  # unlabeled synthetic phantoms (their labels are never read)
@@ -47,14 +46,8 @@ class PretrainOptions:
     block_min: tuple[int, int, int] | None = None
     block_max: tuple[int, int, int] | None = None
     validation_samples: int = 8
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
     checkpoint_every: int = 250
     validate_every: int = 250
-    resume: bool = False
-    progress: bool = True
-    half: bool = False
 
 
 def unlabeled_volumes(options: PretrainOptions, preprocessing: dict, log=print) -> list[np.ndarray]:
@@ -111,33 +104,30 @@ def pretrain_ct(options: PretrainOptions, log=print) -> dict:
     model = PCTNet(config)
     log(f"PCT-Net {config.feature_chns} input {config.input_size}: {count_parameters(model) / 1e6:.2f} M "
         f"parameters; blocks {fusion.block_min}..{fusion.block_max}")
-    policy = resolve_policy(options.device, "fp32" if options.precision == "auto" and not torch.cuda.is_available()
-                            else options.precision)
-    model = model.to(policy.device)
     val_x, val_y = fixed_validation_set(volumes, fusion, options.validation_samples)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=options.steps, power=0.9)
 
     def loss_fn(net, batch):
-        x, y = batch
-        return deep_supervision_loss(net(x.to(policy.device)), y.to(policy.device), fusion.num_classes), {}
+        x, y = batch   # already on the training device
+        return deep_supervision_loss(net(x), y, fusion.num_classes), {}
 
     def validate_fn(trainer):
         net = trainer.module()
         dice = []
         for x, y in zip(val_x.split(2), val_y.split(2)):
-            with policy.autocast():
-                probs = torch.softmax(net(x.to(policy.device)).float(), 1).cpu()
+            with trainer.autocast():
+                probs = torch.softmax(net(x.to(trainer.device)).float(), 1).cpu()
             dice.extend(soft_dice_per_class(p, t, fusion.num_classes) for p, t in zip(probs, y))
         per_class = torch.stack(dice).mean(0)
         return {"pretext_dice": float(per_class.mean()),
                 **{f"pretext_dice_{k + 1}": float(v) for k, v in enumerate(per_class)}}
 
     train_config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr,
-                               weight_decay=options.weight_decay, grad_clip=12.0, precision=policy.precision,
+                               weight_decay=options.weight_decay, grad_clip=12.0, precision=options.precision,
                                checkpoint_every=options.checkpoint_every, log_every=25,
                                validate_every=options.validate_every, best_metric="pretext_dice", best_mode="max",
-                               seed=options.seed, device=str(policy.device), resume=options.resume,
+                               seed=options.seed, device=options.device, resume=options.resume,
                                progress=options.progress, description="pretrain ct", settings=resume_settings(options))
     trainer = Trainer(model, optimizer, scheduler, train_config, loss_fn=loss_fn, validate_fn=validate_fn)
     final = trainer.fit(StepSeededBatches(FusionBatches(volumes, fusion, options.batch_size),

@@ -1,4 +1,4 @@
-"""File-level runner for `mis segment`: read -> pipeline -> write, streamed by the runtime executor."""
+"""File-level runner for `mis segment`: read -> pipeline -> write, as a job for the shared batch runner."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +12,9 @@ from mis.io.nifti import write_nifti
 from mis.io.volume import read_volume, to_ras
 from mis.pipelines.ct_segmentation.outputs import label_statistics, preview_png
 from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
-from mis.runtime.distributed import dist_info, gather_summaries, init_distributed, shard
-from mis.runtime.executor import WorkItem, run_items
+from mis.runtime.batch import BatchJob, run_batch
+from mis.runtime.config import RuntimeConfig
+from mis.runtime.executor import RunSummary, WorkItem
 
 
 @dataclass
@@ -40,12 +41,15 @@ def plan_items(inputs: list[str], output: Path) -> list[WorkItem]:
     return [WorkItem(str(source), source, target, problem) for source, target, problem in pairs]
 
 
-def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], options: SegmentOptions, *,
-                  workers: int = 2, progress: bool = True):
-    if dist_info()[1] > 1:
-        init_distributed()  # torchrun: join the group so rank 0 can gather the summary
-    rank, world, _ = dist_info()
-    mine = shard(items, rank, world)
+def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], options: SegmentOptions,
+                  runtime: RuntimeConfig | None = None) -> RunSummary | None:
+    """Segment every item (torchrun shards, several GPUs each get a copy); None on non-zero ranks."""
+    runtime = runtime or RuntimeConfig(quiet=True)
+    return run_batch(items, lambda device: segment_job(pipeline.on_device(device) if device else pipeline, options),
+                     runtime, skip_existing=options.skip_existing, overwrite=options.overwrite)
+
+
+def segment_job(pipeline: CTSegmentationPipeline, options: SegmentOptions) -> BatchJob:
     labels_subset = pipeline.label_ids(options.roi_subset)  # fail early on unknown organ names
     names = {k: v for k, v in pipeline.labels.items() if k in labels_subset}
 
@@ -86,8 +90,7 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
         # sidecars first, the label map last: its presence means the item is complete (--skip-existing)
         atomic_write_json(side(".json"), {
             "source": item.key, "labels": {str(k): v for k, v in names.items()},
-            "model_sha256": pipeline.card.get("sha256"), "shape": list(image.shape),
-            "affine": np.asarray(meta.affine).tolist(), **{k: v for k, v in info.items() if k != "device"}})
+            "shape": list(image.shape), "affine": np.asarray(meta.affine).tolist(), **info})
         if options.statistics:
             stats = label_statistics(result.labels, image, meta, names)
             atomic_write_json(side("_statistics.json"), stats)
@@ -104,34 +107,4 @@ def segment_files(pipeline: CTSegmentationPipeline, items: list[WorkItem], optio
         write_nifti(target, result.labels, meta, dtype=result.labels.dtype)
         return info
 
-    summary = run_items(mine, read=read, compute=compute, write=write, workers=workers, batch_size=1,
-                        skip_existing=options.skip_existing, overwrite=options.overwrite,
-                        progress=progress, description="segment")
-    if world > 1:
-        summary = gather_summaries(summary)
-    return summary
-
-
-def segment_on_devices(make_pipeline, items: list[WorkItem], options: SegmentOptions, devices: list[str]):
-    """Several GPUs on one machine: one worker per device over a shared queue of volumes, each with
-    its own copy of the network (`make_pipeline(device)`); results in input order."""
-    import threading
-    import time
-
-    from mis.runtime.distributed import run_on_devices
-    from mis.runtime.executor import RunSummary
-
-    pipelines, lock = {}, threading.Lock()
-
-    def pipeline_for(device: str):
-        with lock:
-            if device not in pipelines:
-                pipelines[device] = make_pipeline(device)
-            return pipelines[device]
-
-    def one(item: WorkItem, device: str):
-        return segment_files(pipeline_for(device), [item], options, workers=1, progress=False).results[0]
-
-    start = time.perf_counter()
-    results = run_on_devices(items, devices, one)
-    return RunSummary(results, time.perf_counter() - start)
+    return BatchJob(read=read, compute=compute, write=write, description="segment")

@@ -25,10 +25,9 @@ from mis.pipelines.ct_segmentation.metrics import soft_dice_per_class
 from mis.pipelines.ct_segmentation.phantom import PHANTOM_LABELS, make_phantom
 from mis.pipelines.ct_segmentation.preprocess import (
     DEFAULT_PREPROCESSING, hu_to_normalised, image_to_grid, labels_to_grid)
-from mis.runtime.device import resolve_policy
 from mis.runtime.distributed import dist_info, init_distributed
 from mis.runtime.sliding_window import sliding_window_predict
-from mis.runtime.training import StepSeededBatches, TrainConfig, Trainer, resume_settings
+from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 PAPER_INPUT_SIZE = (64, 128, 128)
 FAST_INPUT_SIZE = (32, 48, 48)
@@ -45,8 +44,8 @@ class Case:
         self.foreground = {int(k): (self.labels == k).nonzero() for k in self.labels.unique() if k > 0}
 
 
-@dataclass
-class SegTrainOptions:
+@dataclass(kw_only=True)
+class SegTrainOptions(RunOptions):
     out: Path
     images: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -64,14 +63,8 @@ class SegTrainOptions:
     network: dict | None = None       # PCTNetConfig overrides (experiments use a smaller network)
     spacing: tuple[float, float, float] | None = None
     init: Path | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
     checkpoint_every: int = 250
     validate_every: int = 250
-    resume: bool = False
-    half: bool = False
-    progress: bool = True
 
     def preprocessing(self) -> dict:
         spacing = self.spacing or ((4.0, 4.0, 4.0) if self.fast else (1.5, 1.5, 1.5))
@@ -281,8 +274,6 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
             f"{len(init_report['reinitialised'])} ({', '.join(init_report['reinitialised'][:6])})")
     log(f"PCT-Net {config.feature_chns} input {config.input_size}: {count_parameters(model) / 1e6:.2f} M parameters")
 
-    policy = resolve_policy(options.device, "fp32" if options.precision == "auto" else options.precision)
-    model = model.to(policy.device)
     background = hu_to_normalised(-1000.0, tuple(preprocessing["intensity_window"]))
     weights = None
     if real and synthetic:  # a few real volumes among many phantoms: give them a fixed share of patches
@@ -293,19 +284,17 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=options.steps, power=0.9)
 
     def loss_fn(net, batch):
-        x, y = batch
-        x, y = x.to(policy.device), y.to(policy.device)
-        loss = deep_supervision_loss(net(x), y, num_classes)
-        return loss, {}
+        x, y = batch   # already on the training device
+        return deep_supervision_loss(net(x), y, num_classes), {}
 
     def validate_fn(trainer):
-        return validation_dice(trainer.module(), val_cases, tuple(config.input_size), num_classes, policy,
+        return validation_dice(trainer.module(), val_cases, tuple(config.input_size), num_classes, trainer.policy,
                                background)
 
     train_config = TrainConfig(max_steps=options.steps, lr=options.lr, weight_decay=options.weight_decay,
-                               grad_clip=12.0, precision=policy.precision, checkpoint_every=options.checkpoint_every,
+                               grad_clip=12.0, precision=options.precision, checkpoint_every=options.checkpoint_every,
                                log_every=25, validate_every=options.validate_every, out_dir=options.out,
-                               seed=options.seed, device=str(policy.device), resume=options.resume,
+                               seed=options.seed, device=options.device, resume=options.resume,
                                progress=options.progress, description="train segment",
                                best_metric="val_dice" if val_cases else None, best_mode="max",
                                settings=resume_settings(options))
@@ -315,15 +304,10 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
     final = trainer.fit(StepSeededBatches(sampler, options.seed + rank))
 
     model = trainer.module()
-    best_path = options.out / "best.pt"
-    if val_cases and best_path.exists():  # ship the weights with the best validation Dice
-        best = torch.load(best_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(best["models"]["model"])
-        # the card's per-class Dice must come from the same step as the shipped weights, not the last one
-        at_best = trainer.logged(int(best["step"]))
+    best = trainer.restore_best()   # ship the weights with the best validation Dice
+    if best is not None:  # ... and the card's metrics from that same step, not the last one
         final = {**{k: v for k, v in final.items() if not k.startswith("val_")},
-                 **{k: v for k, v in at_best.items() if k.startswith("val_")},
-                 "val_dice": best["best"], "best_step": best["step"]}
+                 **{k: v for k, v in best.items() if k.startswith("val_") or k == "best_step"}}
     model = model.cpu().eval()
     card = build_card("pctnet", config.to_dict(), task="ct_segmentation", preprocessing=preprocessing, labels=names,
                       training={"cases": [c.name for c in cases], "steps": options.steps,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mis.errors import InputError, MisError
-from mis.pipelines.vocoder.mel import MelConfig, mel_filterbank, stft
+from mis.transforms.audio import MelConfig, log_mel, mel_filterbank, read_audio_at, stft
 
 PESQ_RATE = 16000
 GRIFFIN_LIM_ITERATIONS = 32
@@ -44,8 +44,6 @@ def log_spectral_distance(generated: np.ndarray, reference: np.ndarray, config: 
 
 def mel_cepstral_distortion(generated: np.ndarray, reference: np.ndarray, config: MelConfig) -> float:
     import torchaudio
-
-    from mis.pipelines.vocoder.mel import log_mel
 
     generated, reference = _aligned(generated, reference)
     mels = log_mel(torch.from_numpy(np.stack([generated, reference])), config)        # [2, M, T]
@@ -178,8 +176,6 @@ def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dic
 
 
 def _score_file(pipeline, path, seconds: float | None, fbank: torch.Tensor) -> dict:
-    from mis.pipelines.vocoder.mel import log_mel, read_audio_at
-
     config = pipeline.mel_config
     samples, _ = read_audio_at(path, config.sample_rate)
     if seconds:
@@ -188,7 +184,7 @@ def _score_file(pipeline, path, seconds: float | None, fbank: torch.Tensor) -> d
         raise InputError(path, f"audio too short ({len(samples)} samples at {config.sample_rate} Hz) for "
                          f"n_fft {config.n_fft}")
     mel = log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy()
-    vocoded = pipeline(mel)
+    vocoded = pipeline(mel).waveform
     baseline = griffin_lim(mel, config, length=len(samples))
     return {"file": str(path), "seconds": round(len(samples) / config.sample_rate, 2),
             "vocoder": score_pair(vocoded, samples, config), "griffin_lim": score_pair(baseline, samples, config)}

@@ -1,92 +1,88 @@
-"""The mel convention of a vocoder checkpoint, and the features computed in exactly that convention.
+"""`mis mel`: log-mels in a vocoder checkpoint's exact convention (or a named preset), as a pipeline.
 
-APNet/HiFi-GAN mels: magnitude sqrt(re^2 + im^2 + 1e-9) of a centred (reflect-padded) STFT with a
-Hann window, a Slaney-scale Slaney-normalised filterbank (librosa's default, built here with
-torchaudio), natural log with a floor: log(max(mel, 1e-5)). The convention is stored in the
-checkpoint card and checked against every mel given to `mis vocode`.
+The convention itself (`MelConfig`) and the maths live in `mis.transforms.audio`, shared with the
+vocoder and the bandwidth extension; here are the named presets and the feature pipeline.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
-import torchaudio
 
-from mis.models.common import DictConfig
-
-MAGNITUDE_EPS = 1e-9
-
-
-@dataclass(frozen=True, kw_only=True)
-class MelConfig(DictConfig):
-    sample_rate: int = 22050
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 80
-    fmin: float = 0.0
-    fmax: float | None = 8000.0
-    mel_scale: str = "slaney"
-    norm: str | None = "slaney"
-    log_floor: float = 1e-5
-    center: bool = True
-
-    @property
-    def log_min(self) -> float:
-        """The smallest value a mel in this convention can hold."""
-        return math.log(self.log_floor)
-
-    @property
-    def min_samples(self) -> int:
-        """The shortest signal the centred (reflect-padded) STFT accepts."""
-        return self.n_fft // 2 + 1
-
-    def frames(self, samples: int) -> int:
-        return samples // self.hop_length + 1 if self.center else (samples - self.n_fft) // self.hop_length + 1
-
+from mis.checkpoints import read_card
+from mis.errors import InputError, UsageError
+from mis.pipelines.base import Pipeline
+from mis.runtime.config import RuntimeConfig
+from mis.runtime.notices import notice
+from mis.transforms.audio import MelConfig, log_mel, mel_filterbank
 
 MEL_16K = MelConfig(sample_rate=16000, n_fft=1024, hop_length=80, win_length=320, fmax=8000.0)  # APNet paper
 MEL_22K = MelConfig()  # HiFi-GAN / APNet2 convention at 22.05 kHz
+PRESETS = {"22k": MEL_22K, "16k": MEL_16K}
 
 
-def mel_filterbank(config: MelConfig) -> torch.Tensor:
-    """[n_mels, n_fft // 2 + 1], numerically librosa.filters.mel(htk=False, norm='slaney')."""
-    fbank = torchaudio.functional.melscale_fbanks(
-        n_freqs=config.n_fft // 2 + 1, f_min=config.fmin, f_max=config.fmax or config.sample_rate / 2,
-        n_mels=config.n_mels, sample_rate=config.sample_rate, norm=config.norm, mel_scale=config.mel_scale)
-    return fbank.T.contiguous()
+@dataclass
+class MelOutput:
+    mel: np.ndarray            # float32 [n_mels, frames], natural log
+    sample_rate: int
 
 
-def stft(wave: torch.Tensor, config: MelConfig) -> torch.Tensor:
-    """[B, samples] -> complex [B, n_fft // 2 + 1, frames]."""
-    window = torch.hann_window(config.win_length, device=wave.device, dtype=wave.dtype)
-    return torch.stft(wave, config.n_fft, config.hop_length, config.win_length, window, center=config.center,
-                      pad_mode="reflect", return_complex=True)
+class MelPipeline(Pipeline):
+    """`pipeline(samples at config.sample_rate)` -> MelOutput. No network: features are computed in fp32,
+    so --precision and --compile do not apply (the run says so once)."""
+
+    task = "vocoder"
+
+    def __init__(self, config: MelConfig, runtime: RuntimeConfig | None = None):
+        super().__init__(None, {"task": self.task, "preprocessing": {"mel": config.to_dict()}})
+        self.config = config
+        self.fbank = mel_filterbank(config)
+        runtime = runtime or RuntimeConfig()
+        if runtime.precision not in ("auto", "fp32"):
+            notice(f"mis mel runs no network: --precision {runtime.precision} does not apply (features in fp32)")
+        if runtime.compile:
+            notice("mis mel runs no network: --compile does not apply")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None, **options) -> "MelPipeline":
+        """The mel convention of a vocoder checkpoint (only its card is read, not its weights)."""
+        card = read_card(path)
+        from mis.pipelines.base import check_task
+
+        check_task(card, cls.task, path)
+        return cls(MelConfig.from_dict(card["preprocessing"]["mel"]), runtime)
+
+    @classmethod
+    def from_preset(cls, name: str, runtime: RuntimeConfig | None = None) -> "MelPipeline":
+        if name not in PRESETS:
+            raise UsageError(f"unknown --preset {name!r}; valid: {', '.join(PRESETS)}")
+        return cls(PRESETS[name], runtime)
+
+    def check_inputs(self, samples: np.ndarray, source: str = "audio") -> None:
+        if samples.ndim != 1:
+            raise InputError(source, f"expected mono samples, got shape {samples.shape}")
+        if len(samples) < self.config.min_samples:
+            raise InputError(source, f"audio too short ({len(samples)} samples at {self.config.sample_rate} Hz); "
+                             f"n_fft {self.config.n_fft} needs {1000 * self.config.min_samples / self.config.sample_rate:.0f} ms")
+        if not np.isfinite(samples).all():
+            raise InputError(source, "audio contains NaN or infinite samples")
+
+    def __call__(self, samples: np.ndarray, source: str = "audio") -> MelOutput:
+        self.check_inputs(samples, source)
+        mel = log_mel(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None], self.config, self.fbank)
+        return MelOutput(mel[0].numpy(), self.config.sample_rate)
+
+    def run_info(self) -> dict:
+        return {"device": "cpu", "precision": "fp32", "compiled": False}
 
 
-def istft(spectrum: torch.Tensor, config: MelConfig, length: int | None = None) -> torch.Tensor:
-    window = torch.hann_window(config.win_length, device=spectrum.device, dtype=spectrum.real.dtype)
-    return torch.istft(spectrum, config.n_fft, config.hop_length, config.win_length, window, center=config.center,
-                       length=length)
-
-
-def magnitude(spectrum: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(spectrum.real ** 2 + spectrum.imag ** 2 + MAGNITUDE_EPS)
-
-
-def log_mel(wave: torch.Tensor, config: MelConfig, fbank: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, samples] -> natural-log mel [B, n_mels, frames]."""
-    fbank = mel_filterbank(config).to(wave.device, wave.dtype) if fbank is None else fbank
-    mel = torch.matmul(fbank, magnitude(stft(wave, config)))
-    return torch.log(torch.clamp(mel, min=config.log_floor))
-
-
-def read_audio_at(path, sample_rate: int):
-    """(mono float32 samples at `sample_rate`, the file's AudioMeta): other rates are resampled with torchaudio."""
-    from mis.io.audio import read_audio
-
-    samples, meta = read_audio(path)
-    if meta.sample_rate != sample_rate:
-        samples = torchaudio.functional.resample(torch.from_numpy(samples), meta.sample_rate, sample_rate).numpy()
-    return samples.astype("float32", copy=False), meta
+def card_preprocessing(network_config: dict) -> dict:
+    """The card's preprocessing for imported APNet weights: the mel convention their framing implies
+    (upstream's 16 kHz convention for hop 80 / win 320, the 22.05 kHz HiFi-GAN one otherwise)."""
+    framing = (network_config["hop_length"], network_config["win_length"])
+    base = MEL_16K if framing == (80, 320) else MEL_22K
+    mel = {**base.to_dict(), "n_fft": network_config["n_fft"], "hop_length": network_config["hop_length"],
+           "win_length": network_config["win_length"], "n_mels": network_config["n_mels"]}
+    return {"mel": mel}

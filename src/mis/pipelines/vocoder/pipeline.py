@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from mis.checkpoints import load_checkpoint
 from mis.errors import CheckpointError, InputError
-from mis.models.apnet import APNet, APNetConfig
-from mis.pipelines.vocoder.mel import MelConfig
-from mis.runtime.config import RuntimeConfig
-from mis.runtime.device import resolve_device
+from mis.models.apnet import APNetConfig
+from mis.pipelines.base import Pipeline
+from mis.runtime.device import ComputePolicy
+from mis.transforms.audio import MelConfig, framing_mismatches
 
 TASK = "vocoder"
 DEFAULT_CHUNK_FRAMES = 1024
 # A full-scale sine gives a magnitude mel of about n_fft/4 (log ~ 5.5 for n_fft 1024); 12 leaves a wide margin.
 MAX_LOG_MEL = 12.0
+
+
+@dataclass
+class VocoderOutput:
+    waveform: np.ndarray       # float32 samples [(frames - 1) * hop], not clipped
+    sample_rate: int
+
+    @property
+    def clipped_samples(self) -> int:
+        """Samples beyond full scale (a WAV writer clips them): a mel louder than the model knows."""
+        return int(np.count_nonzero(np.abs(self.waveform) > 1.0))
 
 
 def receptive_frames(config: APNetConfig) -> int:
@@ -45,14 +55,11 @@ def fold_weight_norm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def framing_mismatches(network: APNetConfig, mel: MelConfig) -> list[str]:
-    """The network's ISTFT and the mel convention must frame audio alike, or the output has the wrong length/pitch."""
-    fields = ("n_fft", "hop_length", "win_length", "n_mels")
-    return [f"{f} {getattr(network, f)} vs {getattr(mel, f)}" for f in fields if getattr(network, f) != getattr(mel, f)]
-
-
 def check_framing(network: APNetConfig, mel: MelConfig) -> None:
-    differ = framing_mismatches(network, mel)
+    """The network's ISTFT and its card's mel convention must frame audio alike (else wrong length and pitch)."""
+    differ = framing_mismatches(network.stft, mel)
+    if network.n_mels != mel.n_mels:
+        differ.append(f"n_mels {network.n_mels} vs {mel.n_mels}")
     if differ:
         raise CheckpointError(f"checkpoint's network and mel convention disagree: {', '.join(differ)}")
 
@@ -103,16 +110,14 @@ def length_groups(lengths: list[int], max_ratio: float = 1.5) -> list[list[int]]
     return groups
 
 
-class VocoderPipeline:
-    """`pipeline(mel [n_mels, T])` -> float32 samples [(T - 1) * hop] at the card's sample rate."""
+class VocoderPipeline(Pipeline):
+    """`pipeline(mel [n_mels, T])` -> VocoderOutput with (T - 1) * hop samples at the card's sample rate."""
 
-    def __init__(self, model: APNet, card: dict, device: torch.device | str = "cpu",
-                 chunk_frames: int = DEFAULT_CHUNK_FRAMES):
-        if card.get("task") != TASK:
-            raise CheckpointError(f"checkpoint is for task {card.get('task')!r}, not {TASK}")
-        self.model = fold_weight_norm(model).to(device).eval()
-        self.card = card
-        self.device = torch.device(device)
+    task = TASK
+
+    def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy | None = None, *,
+                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, **base_options):
+        super().__init__(model, card, policy, **base_options)
         self.mel_config = MelConfig.from_dict(card["preprocessing"]["mel"])
         check_framing(model.config, self.mel_config)
         self.chunk_frames = int(chunk_frames)
@@ -120,18 +125,26 @@ class VocoderPipeline:
         # Frames whose overlap-add reaches a sample: the window spans n_fft samples around each frame centre.
         self.ola_frames = math.ceil(model.config.n_fft / (2 * model.config.hop_length)) + 1
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, runtime: RuntimeConfig | None = None,
-                        chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> "VocoderPipeline":
-        model, card = load_checkpoint(path)
-        return cls(model, card, resolve_device(runtime.device if runtime else "cpu"), chunk_frames)
+    @staticmethod
+    def prepare(model: torch.nn.Module, card: dict) -> torch.nn.Module:
+        return fold_weight_norm(model)
+
+    def network_call(self, mel: torch.Tensor, lengths: torch.Tensor | None = None):
+        return self.model.spectra(mel, lengths)
 
     @property
     def sample_rate(self) -> int:
         return self.mel_config.sample_rate
 
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
-        return np.concatenate(list(self.stream(mel)))
+    def check_inputs(self, mel: np.ndarray, source: str = "mel") -> np.ndarray:
+        return check_mel(mel, self.mel_config, source)
+
+    def __call__(self, mel: np.ndarray) -> VocoderOutput:
+        return VocoderOutput(np.concatenate(list(self.stream(mel))), self.sample_rate)
+
+    def _spectra(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logamp, phase = self.forward(mel, lengths)
+        return logamp.float(), phase.float()   # the ISTFT runs in fp32 whatever the network's precision
 
     @torch.inference_mode()
     def batch(self, mels: list[np.ndarray]) -> list[np.ndarray]:
@@ -147,7 +160,7 @@ class VocoderPipeline:
             for row, i in enumerate(group):
                 padded[row, :, :mels[i].shape[1]] = mels[i]
             lengths = torch.tensor([mels[i].shape[1] for i in group], device=self.device)
-            logamp, phase = self.model.spectra(torch.from_numpy(padded).to(self.device), lengths)
+            logamp, phase = self._spectra(torch.from_numpy(padded).to(self.device), lengths)
             for row, i in enumerate(group):
                 n = mels[i].shape[1]
                 _, _, wave = self.model.synthesize(logamp[row:row + 1, :, :n], phase[row:row + 1, :, :n])
@@ -158,7 +171,7 @@ class VocoderPipeline:
     def spectra(self, mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-amplitude, phase) [F, T] in one pass (tests compare chunked output against this)."""
         x = torch.from_numpy(np.ascontiguousarray(mel))[None].to(self.device)
-        logamp, phase = self.model.spectra(x)
+        logamp, phase = self._spectra(x)
         return logamp[0], phase[0]
 
     @torch.inference_mode()
@@ -174,7 +187,7 @@ class VocoderPipeline:
             spec_lo, spec_hi = max(0, start - pad), min(frames, stop + pad)
             net_lo, net_hi = max(0, spec_lo - self.context), min(frames, spec_hi + self.context)
             x = torch.from_numpy(np.ascontiguousarray(mel[:, net_lo:net_hi]))[None].to(self.device)
-            logamp, phase = self.model.spectra(x)
+            logamp, phase = self._spectra(x)
             keep = slice(spec_lo - net_lo, spec_hi - net_lo)
             _, _, wave = self.model.synthesize(logamp[..., keep], phase[..., keep])
             # samples [start*hop, stop*hop) of the whole signal, located inside this chunk's ISTFT

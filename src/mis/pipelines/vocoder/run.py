@@ -1,20 +1,22 @@
-"""File-level glue for `mis mel` and `mis vocode` through the shared executor (bad items are reported
-and skipped; outputs are written atomically; --skip-existing/--overwrite)."""
+"""File-level glue for `mis mel` and `mis vocode`: jobs for the shared batch runner (bad items are reported
+and skipped; outputs are written atomically; --skip-existing/--overwrite; torchrun sharding)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from mis.errors import InputError
 from mis.io.atomic import atomic_output
 from mis.io.audio import read_mel
 from mis.io.files import source_target_pairs
-from mis.pipelines.vocoder.mel import MelConfig, log_mel, mel_filterbank, read_audio_at
-from mis.pipelines.vocoder.pipeline import VocoderPipeline, check_mel
-from mis.runtime.executor import RunSummary, WorkItem, run_items
+from mis.pipelines.vocoder.mel import MelPipeline
+from mis.pipelines.vocoder.pipeline import VocoderPipeline
+from mis.runtime.batch import BatchJob, run_batch
+from mis.runtime.config import RuntimeConfig
+from mis.runtime.executor import RunSummary, WorkItem
+from mis.transforms.audio import MelConfig, read_audio_at
 
 
 def plan(inputs: list[str], output: Path, kind: str, suffix: str, stem_suffix: str) -> list[WorkItem]:
@@ -33,19 +35,16 @@ def source_note(meta, config: MelConfig) -> str:
     return "; ".join(notes)
 
 
-def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, skip_existing: bool = False,
-              overwrite: bool = False, progress: bool = True) -> RunSummary:
-    fbank = mel_filterbank(config)
+def mel_job(pipeline: MelPipeline) -> BatchJob:
+    config = pipeline.config
 
     def read(item: WorkItem):
         samples, meta = read_audio_at(item.source, config.sample_rate)
-        if len(samples) < config.min_samples:
-            raise InputError(item.source, f"audio too short ({meta.frames} samples at {meta.sample_rate} Hz); n_fft "
-                             f"{config.n_fft} needs {1000 * config.min_samples / config.sample_rate:.0f} ms")
-        return samples, meta
+        pipeline.check_inputs(samples, str(item.source))
+        return samples, meta, str(item.source)
 
     def compute(batch):
-        return [(log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy(), meta) for samples, meta in batch]
+        return [(pipeline(samples, source).mel, meta) for samples, meta, source in batch]
 
     def write(item: WorkItem, output):
         mel, meta = output
@@ -55,18 +54,22 @@ def mel_files(items: list[WorkItem], config: MelConfig, *, workers: int = 2, ski
         return {"frames": mel.shape[1], "resampled_from": meta.sample_rate if meta.sample_rate != config.sample_rate
                 else "", "note": source_note(meta, config)}
 
-    return run_items(items, read=read, compute=compute, write=write, workers=workers, skip_existing=skip_existing,
-                     overwrite=overwrite, progress=progress, description="mel")
+    return BatchJob(read=read, compute=compute, write=write, description="mel")
 
 
-def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: int = 2, batch_size: int = 1,
-                 skip_existing: bool = False, overwrite: bool = False, progress: bool = True) -> RunSummary:
+def mel_files(pipeline: MelPipeline, items: list[WorkItem], runtime: RuntimeConfig | None = None, *,
+              skip_existing: bool = False, overwrite: bool = False) -> RunSummary | None:
+    return run_batch(items, lambda device: mel_job(pipeline), runtime or RuntimeConfig(quiet=True),
+                     skip_existing=skip_existing, overwrite=overwrite)
+
+
+def vocode_job(pipeline: VocoderPipeline) -> BatchJob:
     """With batch_size > 1, short mels (up to the chunk length) are vocoded together in padded batches;
     longer ones always stream chunk by chunk into their file in write() (flat memory). Batch size 1 (the
     default) gives each file the same bytes as vocoding it alone; a padded batch equals that to float
     rounding (the GEMM's rounding depends on the batch shape, so the 16-bit WAV may differ by 1 LSB)."""
     def read(item: WorkItem):
-        return check_mel(read_mel(item.source), pipeline.mel_config, str(item.source))
+        return pipeline.check_inputs(read_mel(item.source), str(item.source))
 
     def is_short(mel: np.ndarray) -> bool:
         return mel.shape[1] <= pipeline.chunk_frames
@@ -95,6 +98,11 @@ def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], *, workers: i
         return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "frames": mel.shape[1],
                 "clipped_samples": clipped}
 
-    return run_items(items, read=read, compute=compute, write=write, workers=workers, batch_size=batch_size,
-                     batchable=lambda first, other: is_short(first) and is_short(other),
-                     skip_existing=skip_existing, overwrite=overwrite, progress=progress, description="vocode")
+    return BatchJob(read=read, compute=compute, write=write, batch_size=pipeline.batch_size,
+                    batchable=lambda first, other: is_short(first) and is_short(other), description="vocode")
+
+
+def vocode_files(pipeline: VocoderPipeline, items: list[WorkItem], runtime: RuntimeConfig | None = None, *,
+                 skip_existing: bool = False, overwrite: bool = False) -> RunSummary | None:
+    return run_batch(items, lambda device: vocode_job(pipeline.on_device(device) if device else pipeline),
+                     runtime or RuntimeConfig(quiet=True), skip_existing=skip_existing, overwrite=overwrite)

@@ -37,3 +37,25 @@ def synthetic_speech(seconds: float = 2.0, rate: int = 22050, seed: int = 0) -> 
         fade = np.minimum(1, np.minimum(np.arange(len(piece)), np.arange(len(piece))[::-1]) / (0.02 * rate))
         out[start:start + segment] = shaped * fade
     return (0.5 * out / np.abs(out).max()).astype(np.float32)
+
+
+def write_sample_data(out) -> list:
+    """sample_data/audio: 2 s of synthetic vowels (seed 7, 22.05 kHz) as a 16-bit WAV, and the log-mel of
+    what that WAV holds in the HiFi-GAN/APNet 22.05 kHz convention."""
+    from pathlib import Path
+
+    import soundfile as sf
+    import torch
+
+    from mis.pipelines.vocoder.mel import MEL_22K
+    from mis.transforms.audio import log_mel
+
+    folder = Path(out) / "audio"
+    folder.mkdir(parents=True, exist_ok=True)
+    speech = synthetic_speech(2.0, MEL_22K.sample_rate, seed=7)
+    wav = folder / "synthetic_vowels.wav"
+    sf.write(str(wav), speech, MEL_22K.sample_rate, subtype="PCM_16")
+    samples, _ = sf.read(str(wav), dtype="float32")  # the mel of what the WAV holds (16-bit)
+    mel = folder / "synthetic_vowels.npy"
+    np.save(mel, log_mel(torch.from_numpy(samples)[None], MEL_22K)[0].numpy())
+    return [wav, mel]

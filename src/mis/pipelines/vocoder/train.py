@@ -21,11 +21,13 @@ import torch
 from mis.checkpoints import build_card, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
+from mis.models import discriminators as D
 from mis.models.discriminators import DiscriminatorConfig, Discriminators
 from mis.pipelines.vocoder import losses as L
 from mis.pipelines.vocoder.evaluate import log_spectral_distance
-from mis.pipelines.vocoder.mel import MEL_22K, MelConfig, log_mel, mel_filterbank, read_audio_at
-from mis.pipelines.vocoder.pipeline import TASK, framing_mismatches
+from mis.pipelines.vocoder.mel import MEL_22K
+from mis.pipelines.vocoder.pipeline import TASK
+from mis.transforms.audio import MelConfig, framing_mismatches, log_mel, mel_filterbank, read_audio_at
 from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 
@@ -95,7 +97,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         metrics = {}
         if use_gan:
             with trainer.autocast():
-                loss_d = L.discriminator_loss(discriminator(wave[:, None]), discriminator(generated.detach()[:, None]))
+                loss_d = D.discriminator_loss(discriminator(wave[:, None]), discriminator(generated.detach()[:, None]))
             trainer.backward_step(loss_d, trainer.optimizers["discriminator"])
             metrics["loss_d"] = loss_d.detach()
         target = L.targets(wave, cfg)
@@ -106,7 +108,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         if use_gan:
             with trainer.autocast():
                 real_out, fake_out = discriminator(wave[:, None]), discriminator(generated[:, None])
-            loss_g = loss_g + L.generator_adversarial_loss(fake_out) + L.feature_matching_loss(real_out, fake_out)
+            loss_g = loss_g + D.generator_adversarial_loss(fake_out) + D.feature_matching_loss(real_out, fake_out)
         trainer.backward_step(loss_g, trainer.optimizers["generator"])
         metrics.update({"loss_g": loss_g.detach(), "amplitude": spectral["amplitude"].detach(),
                         "ip": spectral["ip"].detach(), "mel_l1": loss_mel.detach()})
@@ -143,7 +145,9 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
 
 def check_options(options: VocoderTrainOptions) -> None:
     mel = options.mel
-    differ = framing_mismatches(options.network, mel)
+    differ = framing_mismatches(options.network.stft, mel)
+    if options.network.n_mels != mel.n_mels:
+        differ.append(f"n_mels {options.network.n_mels} vs {mel.n_mels}")
     if differ:
         raise UsageError(f"network and mel convention disagree on n_fft/hop/win/n_mels: {', '.join(differ)}")
     if options.segment % mel.hop_length:

@@ -1,8 +1,10 @@
-"""One small training loop shared by every task.
+"""The Trainer: one small loop shared by every task.
 
-It owns what every task needs and none should re-implement: AMP with grad scaling, gradient
-clipping, LR schedulers, DDP, atomic checkpoints that resume exactly (weights, optimizers,
-schedulers, scaler, RNG and data position), metrics as JSON lines and a progress bar.
+It owns what every task needs and none should re-implement: the compute policy (the one device/AMP rule
+of `runtime.device.resolve_training_policy`) with grad scaling, gradient clipping, LR schedulers, DDP,
+atomic checkpoints that resume exactly (weights, optimizers, schedulers, scaler, RNG and data position),
+metrics as JSON lines, one training display (a bar with the loss on a terminal, a log line per logged step
+elsewhere), and the best weights handed back (`restore_best`).
 
 A task plugs in either `loss_fn(model, batch) -> (loss, metrics)` (one model, one optimizer) or
 a whole `step_fn(trainer, batch) -> metrics` (e.g. GANs with two optimizers), which reuses
@@ -11,166 +13,28 @@ a whole `step_fn(trainer, batch) -> metrics` (e.g. GANs with two optimizers), wh
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from mis.errors import UsageError
+from mis.runtime.device import resolve_training_policy
 from mis.runtime.distributed import is_distributed
+from mis.runtime.notices import notice
 from mis.runtime.progress import ProgressBar
 from mis.runtime.seeding import rng_state, seed_everything, set_rng_state
+from mis.runtime.training.config import BEST, FORMAT, LAST, METRICS, TrainConfig, setting_changes
+from mis.runtime.training.data import BatchStream, to_device
+from mis.runtime.training.records import MetricsLog, MetricWindow, atomic_torch_save, scalar
 
-LAST = "last.pt"
-BEST = "best.pt"
-METRICS = "metrics.jsonl"
-_FORMAT = "mis-train-1"
-
-Precision = Literal["fp32", "fp16", "bf16"]
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    out_dir: Path
-    max_steps: int
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0  # max global grad norm; None or 0 turns clipping off
-    precision: Precision = "fp32"
-    checkpoint_every: int = 500  # 0: only at the end
-    log_every: int = 10
-    validate_every: int = 0  # 0: validate only at the end (when a validate_fn is given)
-    best_metric: str | None = None  # a key of validate_fn's dict; keeps best.pt
-    best_mode: Literal["min", "max"] = "min"
-    seed: int = 0
-    device: str = "cpu"
-    resume: bool = False  # continue from out_dir/last.pt when it exists
-    progress: bool | None = True
-    description: str = "train"
-    # What must not change when a run is resumed (the task's options: window length, network size, batch ...);
-    # stored in last.pt with the step count and learning-rate settings and compared on --resume.
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def run_settings(self) -> dict[str, Any]:
-        """What last.pt records and --resume compares, as plain JSON values."""
-        return _plain({"max_steps": self.max_steps, "lr": self.lr, "weight_decay": self.weight_decay,
-                       "seed": self.seed, **self.settings})
-
-    def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be fp32, fp16 or bf16, not {self.precision!r}")
-        if self.best_mode not in ("min", "max"):
-            raise ValueError(f"best_mode must be min or max, not {self.best_mode!r}")
-
-
-def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The default optimizer: AdamW with the config's lr and weight decay."""
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-@dataclass(kw_only=True)
-class RunOptions:
-    """What every `mis train <task>` shares besides its own settings (base of the task option classes)."""
-
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"
-    resume: bool = False   # continue exactly from the run folder's last checkpoint(s)
-    half: bool = False     # store the final weights as fp16
-    progress: bool = True
-
-
-# RunOptions fields that say where and how a run executes, not what it trains: free to change on --resume.
-_RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half")
-
-
-def resume_settings(options: Any) -> dict[str, Any]:
-    """A task's options (a RunOptions dataclass) as plain JSON values, for TrainConfig.settings."""
-    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in _RUNTIME_ONLY}
-    return _plain({k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in values.items()})
-
-
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(values, default=str))   # paths -> str, tuples -> lists: compares after a reload
-
-
-def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"config": {"hidden": 32}} -> {"config.hidden": 32}, so a difference names the one option that changed."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-class StepSeededBatches:
-    """Batches that are a pure function of (seed, step), so a resumed run sees the same data.
-
-    `make_batch(rng, step)` gets a fresh `np.random.Generator` seeded from (seed, step).
-    Under DDP give each rank its own seed (e.g. seed + rank).
-    """
-
-    def __init__(self, make_batch: Callable[[np.random.Generator, int], Any], seed: int = 0):
-        self.make_batch = make_batch
-        self.seed = int(seed)
-        self.step = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        rng = np.random.default_rng([self.seed, self.step])
-        batch = self.make_batch(rng, self.step)
-        self.step += 1
-        return batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "step": self.step}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.step = int(state["step"])
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor inside dicts, lists and tuples to `device`."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file next to `path`, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+# Metrics shown in the display, in this order when present (the rest of a record stays in metrics.jsonl).
+_SHOWN = ("loss", "loss_g", "loss_d", "val_dice", "val_lsd", "pretext_dice")
 
 
 def _as_dict(value: Any, default_name: str) -> dict[str, Any]:
@@ -185,57 +49,17 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def _scalar(value: Any) -> float | None:
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().float().mean()) if value.numel() else None
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-class _MetricWindow:
-    """Averages numeric step metrics over the steps since the last log line."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: Mapping[str, Any]) -> None:
-        for key, value in metrics.items():
-            number = _scalar(value)
-            if number is not None:
-                self.sums[key] = self.sums.get(key, 0.0) + number
-                self.counts[key] = self.counts.get(key, 0) + 1
-
-    def pop(self) -> dict[str, float]:
-        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
-        self.sums, self.counts = {}, {}
-        return means
-
-
-class _BatchStream:
-    """Next batch; a re-iterable source (a DataLoader) starts a new epoch when it runs out."""
-
-    def __init__(self, source: Iterable[Any]):
-        self.source = source
-        self.iterator = iter(source)
-        self.reiterable = self.iterator is not source
-
-    def next(self) -> tuple[bool, Any]:
-        try:
-            return True, next(self.iterator)
-        except StopIteration:
-            if not self.reiterable:
-                return False, None
-            self.iterator = iter(self.source)
-            try:
-                return True, next(self.iterator)
-            except StopIteration:  # an empty source
-                return False, None
-
-
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
+
+
+def describe_record(record: Mapping[str, Any], max_steps: int) -> str:
+    """'step 120/2000 loss 0.4312 val_dice 0.8123': what the display shows of a logged record."""
+    parts = [f"step {record.get('step')}/{max_steps}"]
+    for key in _SHOWN:
+        if isinstance(record.get(key), (int, float)):
+            parts.append(f"{key} {record[key]:.4g}")
+    return " ".join(parts)
 
 
 class Trainer:
@@ -254,7 +78,8 @@ class Trainer:
         if (loss_fn is None) == (step_fn is None):
             raise ValueError("give exactly one of loss_fn or step_fn")
         self.config = config
-        self.device = torch.device(config.device)
+        self.policy = resolve_training_policy(config.device, config.precision)
+        self.device = self.policy.device
         self.loss_fn, self.step_fn, self.validate_fn = loss_fn, step_fn, validate_fn
         self.modules = {n: m.to(self.device) for n, m in _as_dict(model, "model").items()}
         self.optimizers = _as_dict(optimizer, "optimizer")
@@ -263,10 +88,12 @@ class Trainer:
         self.world_size = torch.distributed.get_world_size() if is_distributed() else 1
         self.models = {n: self._wrap_ddp(m) for n, m in self.modules.items()}
         # Grad scaling is only needed for fp16: bf16 has fp32's exponent range.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.policy.precision == "fp16")
         self.step = 0
         self.best: float | None = None
+        self.best_step: int | None = None
         self.last_grad_norm: float | None = None
+        self.metrics = MetricsLog(config.out_dir / METRICS, writable=self.rank == 0)
 
     # ---- what custom steps use -------------------------------------------------------------
 
@@ -288,11 +115,8 @@ class Trainer:
         return self.rank == 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The forward-pass precision context for this config (nothing for fp32)."""
-        if self.config.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.config.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        """The forward-pass precision context of the compute policy (nothing for fp32)."""
+        return self.policy.autocast()
 
     def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
                       params: Iterable[torch.Tensor] | None = None) -> float | None:
@@ -331,22 +155,24 @@ class Trainer:
                 self._notice(f"{cfg.description}: no checkpoint in {cfg.out_dir}; starting a new run")
             # Different seeds per rank so random augmentations differ; DDP syncs the weights.
             seed_everything(cfg.seed + self.rank)
-        self._reset_metrics_file(keep_until=self.step if resumed else 0)
+        self.metrics.reset(keep_until=self.step if resumed else 0)
+        if self.is_main and cfg.progress is not False:
+            notice(f"training on {self.policy.describe()}")
         for model in self.models.values():
             model.train()
-        return self._loop(_BatchStream(batches), batches)
+        return self._loop(BatchStream(batches), batches)
 
     def _notice(self, text: str) -> None:
         if self.is_main and self.config.progress is not False:
             print(text, file=sys.stderr, flush=True)
 
-    def _loop(self, stream: _BatchStream, batches: Iterable[Any]) -> dict[str, Any]:
-        cfg, window, start = self.config, _MetricWindow(), time.perf_counter()
+    def _loop(self, stream: BatchStream, batches: Iterable[Any]) -> dict[str, Any]:
+        cfg, window, start = self.config, MetricWindow(), time.perf_counter()
         # A resumed run that had already finished reports its final record again (validation metrics included),
         # so the card rebuilt from it keeps them.
-        last: dict[str, Any] = self.logged(self.step) or {"step": self.step}
-        with ProgressBar(cfg.max_steps, cfg.description,
-                         cfg.progress if self.is_main else False) as bar:
+        last: dict[str, Any] = self.metrics.at(self.step) or {"step": self.step}
+        with ProgressBar(cfg.max_steps, cfg.description, cfg.progress if self.is_main else False) as bar:
+            self._bar = bar
             bar.advance(self.step)
             while self.step < cfg.max_steps:
                 ok, batch = stream.next()
@@ -356,9 +182,9 @@ class Trainer:
                 bar.advance()
                 record = self._after_step(window, start, batches)
                 last = record or last
-        if last.get("step") != self.step:  # the data ran out between log steps
-            last = self._log(window.pop(), {}, start)
-            self.save_checkpoint(cfg.out_dir / LAST, batches)
+            if last.get("step") != self.step:  # the data ran out between log steps
+                last = self._log(window.pop(), {}, start)
+                self.save_checkpoint(cfg.out_dir / LAST, batches)
         if cfg.best_metric is not None:
             last = {**last, "best": self.best}
         return last
@@ -380,8 +206,7 @@ class Trainer:
             out["grad_norm"] = norm
         return out
 
-    def _after_step(self, window: _MetricWindow, start: float,
-                    batches: Iterable[Any]) -> dict[str, Any] | None:
+    def _after_step(self, window: MetricWindow, start: float, batches: Iterable[Any]) -> dict[str, Any] | None:
         cfg, final = self.config, self.step >= self.config.max_steps
         validation = {}
         if self.validate_fn is not None and (final or _due(self.step, cfg.validate_every)):
@@ -404,7 +229,7 @@ class Trainer:
         finally:
             for name, model in self.models.items():
                 model.train(modes[name])
-        return {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        return {k: v for k, v in ((k, scalar(v)) for k, v in metrics.items()) if v is not None}
 
     def _maybe_save_best(self, validation: Mapping[str, float], batches: Iterable[Any]) -> None:
         key = self.config.best_metric
@@ -414,48 +239,47 @@ class Trainer:
         better = self.best is None or (value < self.best if self.config.best_mode == "min"
                                        else value > self.best)
         if better:
-            self.best = value
+            self.best, self.best_step = value, self.step
             # best.pt is for using the weights, not resuming: no collective gathering, so ranks
             # that disagree about "better" cannot deadlock.
             if self.is_main:
-                atomic_torch_save(self.checkpoint_state(batches, gather=False),
-                                  self.config.out_dir / BEST)
+                atomic_torch_save(self.checkpoint_state(batches, gather=False), self.config.out_dir / BEST)
 
-    def _log(self, train: Mapping[str, float], validation: Mapping[str, float],
-             start: float) -> dict[str, Any]:
+    def _log(self, train: Mapping[str, float], validation: Mapping[str, float], start: float) -> dict[str, Any]:
         record = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - start, 4), **train, **validation}
-        if self.is_main:
-            with open(self.config.out_dir / METRICS, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        self.metrics.append(record)
+        self._show(record)
         return record
 
-    def logged(self, step: int) -> dict[str, Any]:
-        """The metrics logged at `step` (merged, as the file may hold several records for it); {} if none."""
-        path = self.config.out_dir / METRICS
-        if step == 0 or not path.exists():
-            return {}
-        merged: dict[str, Any] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if record.get("step") == step:
-                    merged.update(record)
-        return merged
-
-    def _reset_metrics_file(self, keep_until: int) -> None:
-        """A fresh run starts a new file; a resumed one drops lines logged after the checkpoint
-        (they will be logged again), so the file reads as one uninterrupted run."""
-        path = self.config.out_dir / METRICS
-        if not self.is_main or not path.exists():
+    def _show(self, record: Mapping[str, Any]) -> None:
+        """The one training display: the bar's text on a terminal, a line on stderr when logging to a file."""
+        if not self.is_main or self.config.progress is False:
             return
-        kept = []
-        if keep_until > 0:
-            for line in path.read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(ValueError):
-                    if json.loads(line).get("step", 0) <= keep_until:
-                        kept.append(line + "\n")
-        path.write_text("".join(kept), encoding="utf-8")
+        text = describe_record(record, self.config.max_steps)
+        bar = getattr(self, "_bar", None)
+        if bar is not None and bar.enabled:
+            bar.set_description(f"{self.config.description} {text.split(' ', 2)[-1] if ' ' in text else ''}")
+        else:
+            print(f"{self.config.description}: {text}", file=sys.stderr, flush=True)
+
+    def logged(self, step: int) -> dict[str, Any]:
+        """The metrics logged at `step` (merged); {} if none."""
+        return self.metrics.at(step)
+
+    # ---- the best weights ------------------------------------------------------------------
+
+    def restore_best(self) -> dict[str, Any] | None:
+        """Load best.pt's weights into the models (the ones to ship) and return what was logged at that step
+        (validation metrics included, with `best_step`); None when no validation ever improved."""
+        path = self.config.out_dir / BEST
+        if self.config.best_metric is None or not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for name, module in self.modules.items():
+            module.load_state_dict(state["models"][name])
+        step = int(state["step"])
+        return {**self.metrics.at(step), self.config.best_metric: state["best"], "best_step": step}
 
     # ---- checkpoints ----------------------------------------------------------------------
 
@@ -468,7 +292,8 @@ class Trainer:
             # Each rank has its own RNG and data position; all are kept to resume exactly.
             ranks = [None] * self.world_size
             torch.distributed.all_gather_object(ranks, local)
-        return {"format": _FORMAT, "step": self.step, "best": self.best,
+        return {"format": FORMAT, "step": self.step, "best": self.best, "best_step": self.best_step,
+                "max_steps": self.config.max_steps,
                 "models": {n: m.state_dict() for n, m in self.modules.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                 "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
@@ -481,8 +306,8 @@ class Trainer:
 
     def load_checkpoint(self, path: Path, batches: Any = None) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not a training checkpoint of this version")
+        if state.get("format") != FORMAT:
+            raise UsageError(f"{path}: not a training checkpoint of this version of mis")
         self._check_same_run(path, state)
         for name, module in self.modules.items():
             try:
@@ -494,9 +319,10 @@ class Trainer:
             optimizer.load_state_dict(state["optimizers"][name])
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
-        if state["scaler"]:
+        if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.best = int(state["step"]), state["best"]
+        self.best_step = state.get("best_step")
         ranks = state["ranks"]
         mine = ranks[self.rank] if len(ranks) == self.world_size else ranks[0]
         set_rng_state(mine["rng"])
@@ -504,17 +330,22 @@ class Trainer:
             batches.load_state_dict(mine["data"])
 
     def _check_same_run(self, path: Path, state: Mapping[str, Any]) -> None:
-        """--resume continues the run in the folder: another kind of run or other settings are refused (the
-        schedule would silently keep its old length and learning rate while the card recorded the new ones)."""
+        """--resume continues the run in the folder: another kind of run or other settings are refused (the card
+        would record settings the weights were not trained with). A larger --steps extends a run."""
         if set(state["models"]) != set(self.modules):
             raise UsageError(f"{path}: a checkpoint of another kind of run (networks {', '.join(state['models'])}); "
                              "choose another -o")
-        saved, now = _flat(state.get("settings") or {}), _flat(self.config.run_settings())
-        changed = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in sorted(saved)
-                   if key in now and saved[key] != now[key]]
+        changed = setting_changes(state.get("settings") or {}, self.config.run_settings())
         if changed:
             raise UsageError(f"--resume with other settings than the run in {path.parent}: {'; '.join(changed)}; "
                              "resume with the same options or choose another -o")
+        if self.config.max_steps < int(state["step"]):
+            raise UsageError(f"--resume: the run in {path.parent} is at step {int(state['step'])}, past --steps "
+                             f"{self.config.max_steps}; give at least {int(state['step'])} steps")
+        before = state.get("max_steps")
+        if before is not None and int(before) != self.config.max_steps:
+            self._notice(f"{self.config.description}: extending the run from {before} to {self.config.max_steps} "
+                         "steps (a step-dependent learning-rate schedule follows the new length from here)")
 
     def _wrap_ddp(self, module: nn.Module) -> nn.Module:
         if not is_distributed() or not any(p.requires_grad for p in module.parameters()):

@@ -1,0 +1,152 @@
+"""Vocoder commands: `mis mel` (log-mels in a vocoder's convention), `mis vocode` (mel -> waveform),
+`mis train vocoder`, `mis evaluate vocoder`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mis.cli.common import (print_error, print_json, print_table, report_run, reports_errors, runtime_of,
+                            single_process, training_log)
+
+
+@reports_errors
+def mel(
+    ctx: typer.Context,
+    inputs: List[str] = typer.Argument(..., help="WAV/FLAC files, folders or globs"),
+    output: Path = typer.Option(Path("mels"), "--output", "-o", help="Output folder (or a .npy name for one input)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Use this vocoder checkpoint's mel convention "
+                                        "(default: the shipped vocoder's)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A named convention instead: 22k (HiFi-GAN/APNet2: "
+                                         "1024/256/1024) or 16k (APNet paper: 1024/80/320)"),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
+) -> None:
+    """Compute natural-log mel spectrograms [n_mels, frames] (.npy, float32) exactly as the vocoder expects:
+    its rate (audio is resampled), n_fft/hop/window, Slaney filterbank, log floor and centring."""
+    from mis.pipelines.vocoder.mel import MelPipeline
+    from mis.pipelines.vocoder.run import mel_files, plan
+    from mis.registry import resolve_checkpoint
+
+    runtime = runtime_of(ctx)
+    pipeline = (MelPipeline.from_preset(preset, runtime) if preset
+                else MelPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime))
+    items = plan(inputs, output, "audio", ".npy", "_mel")
+    summary = mel_files(pipeline, items, runtime, skip_existing=skip_existing, overwrite=overwrite)
+    if summary is None:  # a non-zero rank under torchrun: rank 0 reports
+        raise typer.Exit(0)
+    report_run(summary, runtime, "mis mel", extra_columns=["frames", "resampled_from", "note"],
+               run_info=pipeline.run_info())
+
+
+@reports_errors
+def vocode(
+    ctx: typer.Context,
+    inputs: List[str] = typer.Argument(..., help="Mel .npy files [n_mels, frames], folders or globs"),
+    output: Path = typer.Option(Path("vocoded"), "--output", "-o", help="Output folder (or a .wav for one input)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Vocoder checkpoint (default: shipped demo)"),
+    chunk_frames: int = typer.Option(1024, "--chunk-frames", min=16, help="Frames per chunk (memory is flat in "
+                                     "input length; output equals one-pass inference)"),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
+) -> None:
+    """Vocode mel spectrograms to 16-bit WAV with APNet. Each mel is checked against the checkpoint's
+    convention (band count, orientation, natural-log range) before anything is written. Many short files:
+    `mis --batch-size 8 vocode DIR` runs them in padded batches (faster on a CPU; equal to single runs to
+    float rounding, i.e. at most 1 LSB in the WAV)."""
+    from mis.pipelines.vocoder.pipeline import VocoderPipeline
+    from mis.pipelines.vocoder.run import plan, vocode_files
+    from mis.registry import resolve_checkpoint
+
+    runtime = runtime_of(ctx)
+    pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
+                                               chunk_frames=chunk_frames)
+    items = plan(inputs, output, "mel", ".wav", "")
+    summary = vocode_files(pipeline, items, runtime, skip_existing=skip_existing, overwrite=overwrite)
+    if summary is None:  # a non-zero rank under torchrun: rank 0 reports
+        raise typer.Exit(0)
+    report_run(summary, runtime, "mis vocode", extra_columns=["seconds_audio", "clipped_samples"],
+               run_info=pipeline.run_info())
+
+
+@reports_errors
+def train_vocoder(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="WAV files or folders (resampled to the model's rate)"),
+    out: Path = typer.Option(Path("runs/vocoder"), "--output", "-o", "--out", help="Run folder"),
+    preset: str = typer.Option("demo22k", help="demo22k (128 channels, 22.05 kHz), 22k (paper size, HiFi-GAN "
+                               "convention) or 16k (APNet paper: 16 kHz, hop 80)"),
+    steps: int = typer.Option(2000, min=1, help="Training steps"),
+    gan_start: int = typer.Option(0, "--gan-start", min=0, help="Steps before the discriminators join"),
+    batch: int = typer.Option(4, "--batch", min=1, help="Segments per step"),
+    segment: int = typer.Option(8192, min=256, help="Samples per segment (a multiple of the hop)"),
+    lr: float = typer.Option(2e-4, help="AdamW learning rate"),
+    val_files: int = typer.Option(4, "--val-files", min=0, help="Hold out the last N files (sorted) for validation"),
+    disc_channels: int = typer.Option(32, "--disc-channels", min=4, help="MPD width (HiFi-GAN: 32); MSD uses 4x"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
+    half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
+) -> None:
+    """Train APNet: amplitude, anti-wrapping phase (IP/GD/PTD), STFT consistency, real/imag, mel and
+    LSGAN + feature-matching losses with MPD + MSD; validation LSD on the held-out files."""
+    from mis.errors import UsageError
+    from mis.io.files import resolve_inputs
+    from mis.models.apnet import apnet_22k, apnet_demo_22k, apnet_paper_16k
+    from mis.models.discriminators import DiscriminatorConfig
+    from mis.pipelines.vocoder.mel import MEL_16K, MEL_22K
+    from mis.pipelines.vocoder.train import VocoderTrainOptions
+    from mis.pipelines.vocoder.train import train_vocoder as run_training
+
+    presets = {"demo22k": (apnet_demo_22k(), MEL_22K), "22k": (apnet_22k(), MEL_22K), "16k": (apnet_paper_16k(), MEL_16K)}
+    if preset not in presets:
+        raise UsageError(f"unknown --preset {preset!r}; valid: {', '.join(presets)}")
+    network, mel = presets[preset]
+    single_process("mis train vocoder")
+    runtime = runtime_of(ctx)
+    options = VocoderTrainOptions(
+        out=out, mel=mel, network=network, steps=steps, gan_start=gan_start, batch_size=batch, segment=segment,
+        lr=lr, val_files=val_files, seed=runtime.seed,
+        discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
+        device=runtime.device, precision=runtime.precision, resume=resume, half=half,
+        progress=runtime.chatty)
+    log = training_log(runtime)
+    result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
+    if runtime.json:
+        print_json(result)
+
+
+@reports_errors
+def evaluate_vocoder(
+    ctx: typer.Context,
+    data: List[str] = typer.Argument(..., help="Reference WAV files, folders or globs"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Vocoder checkpoint (default: shipped demo)"),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Score only the first N seconds of each file"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
+) -> None:
+    """Copy-synthesis from each file's mel with the vocoder and with Griffin-Lim (32 iterations) on the same
+    mel: LSD, MCD, F0 RMSE, PESQ (wide band) and STOI, per file and mean."""
+    from mis.io.atomic import atomic_write_json
+    from mis.io.files import resolve_each
+    from mis.pipelines.vocoder.evaluate import evaluate_vocoder as run_evaluation
+    from mis.pipelines.vocoder.pipeline import VocoderPipeline
+    from mis.registry import resolve_checkpoint
+
+    runtime = runtime_of(ctx)
+    pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime)
+    report = run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds)
+    if output:
+        atomic_write_json(output, report)
+    for failure in report["errors"]:
+        print_error(failure["error"])
+    if runtime.json:
+        print_json(report)
+        raise typer.Exit(1 if report["errors"] else 0)
+
+    def cell(value, digits=2):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    rows = [[system, cell(m["lsd_db"]), cell(m["lsd_mel_band_db"]), cell(m["mcd_db"]), cell(m["f0_rmse_cents"], 0),
+             cell(m["pesq_wb"]), cell(m["stoi"], 3)] for system, m in report["mean"].items()]
+    print_table(f"Copy synthesis of {len(report['cases'])} file(s), mean", ["system", "LSD dB", "LSD 0-fmax dB",
+                "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"], rows)
+    raise typer.Exit(1 if report["errors"] else 0)
