@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import (print_error, print_json, print_table, reports_errors, runtime_of, single_process, stderr,
-                            training_log)
+from mis.cli.common import (cell, print_error, print_json, print_table, report_evaluation, reports_errors, runtime_of,
+                            single_process, stderr, training_log)
 
 
 def battery_checkpoint(model: str | None, cycles: int | None) -> Path:
@@ -148,7 +148,6 @@ def evaluate_battery(
 ) -> None:
     """RMSE (cycles) and MAPE (%) per split for the FPNN and the variance model."""
     from mis.errors import MisError
-    from mis.io.atomic import atomic_write_json
     from mis.pipelines.battery.pipeline import BatteryLifePipeline
     from mis.pipelines.battery.run import plan, predict_files, rows_as_dicts, split_metrics
 
@@ -157,22 +156,15 @@ def evaluate_battery(
     rows = predict_files(pipeline, plan(data), runtime)
     if rows is None:  # a non-zero rank under torchrun: rank 0 reports
         raise typer.Exit(0)
-    failed = [row for row in rows if row.error]
+    errors = [{"file": row.source, "error": row.error} for row in rows if row.error]
     report = {"n_cycles": pipeline.n_cycles, **pipeline.run_info(), "splits": split_metrics(rows),
-              "cells": rows_as_dicts(rows)}
+              "cells": rows_as_dicts(rows), "errors": errors}
     if not report["splits"]:
-        for row in failed:
-            print_error(row.error)
+        for error in errors:
+            print_error(error["error"])
         raise MisError("no cell with an observed cycle life could be evaluated")
-    if output:
-        atomic_write_json(output, report)
-    if runtime.json:
-        print_json(report)
-    else:
-        table = [[split, m["cells"], f"{m['fpnn_rmse']:.0f}", f"{m['fpnn_mape']:.1f}", f"{m['variance_rmse']:.0f}",
-                  f"{m['variance_mape']:.1f}"] for split, m in report["splits"].items()]
-        print_table(f"Cycle life from the first {pipeline.n_cycles} cycles",
-                    ["split", "cells", "FPNN RMSE", "FPNN MAPE %", "variance RMSE", "variance MAPE %"], table)
-    for row in failed:
-        print_error(row.error)
-    raise typer.Exit(1 if failed else 0)
+    report_evaluation(report, runtime, output, f"Cycle life from the first {pipeline.n_cycles} cycles",
+                      ["split", "cells", "FPNN RMSE", "FPNN MAPE %", "variance RMSE", "variance MAPE %"],
+                      lambda r: [[split, m["cells"], cell(m["fpnn_rmse"], 0), cell(m["fpnn_mape"], 1),
+                                  cell(m["variance_rmse"], 0), cell(m["variance_mape"], 1)]
+                                 for split, m in r["splits"].items()])

@@ -122,6 +122,30 @@ def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[
     raise typer.Exit(summary.exit_code)
 
 
+def report_evaluation(report: dict, runtime: RuntimeConfig, output, title: str, columns: list[str],
+                      rows: Callable[[dict], list[list[Any]]]) -> None:
+    """End every `mis evaluate`: write the JSON report (-o), one line per failed case on stderr, the report as
+    JSON or a table of `rows(report)`, and exit 1 when any case failed."""
+    from mis.io.atomic import atomic_write_json
+    from mis.runtime.notices import notices
+
+    report = {**report, "notices": notices()}
+    if output:
+        atomic_write_json(output, report)
+    for failure in report.get("errors", []):
+        print_error(failure["error"])
+    if runtime.json:
+        print_json(report)
+    else:
+        print_table(title, columns, rows(report))
+    raise typer.Exit(1 if report.get("errors") else 0)
+
+
+def cell(value: Any, digits: int = 2) -> str:
+    """A table cell for a number that may be missing."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def training_log(runtime: RuntimeConfig) -> Callable[[str], None]:
     """Where `mis train` / `mis pretrain` print their progress lines (nothing under --quiet/--json)."""
     if not runtime.chatty:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import print_error, print_json, print_table, report_run, reports_errors, runtime_of, training_log
+from mis.cli.common import cell, print_json, report_evaluation, report_run, reports_errors, runtime_of, training_log
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -111,24 +111,15 @@ def evaluate_segment(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
 ) -> None:
     """Dice and HD95 (MONAI metrics) per label and case, with the mean per label."""
-    from mis.io.atomic import atomic_write_json
     from mis.pipelines.ct_segmentation.evaluate import evaluate_segmentations
     from mis.pipelines.ct_segmentation.labels import read_labels_map
 
-    runtime = runtime_of(ctx)
     mapping = read_labels_map(labels_map) if labels_map else None
     report = evaluate_segmentations(pred, ref, mapping, hd95=hd95)
-    if output:
-        atomic_write_json(output, report)
-    for failure in report["errors"]:
-        print_error(failure["error"])
-    if runtime.json:
-        print_json(report)
-    else:
-        rows = [[name, f"{m['dice']:.4f}", "-" if m["hd95_mm"] is None else f"{m['hd95_mm']:.2f}", m["cases"]]
-                for name, m in report["mean"].items()]
-        print_table(f"Dice / HD95 over {len(report['cases'])} case(s)", ["label", "Dice", "HD95 mm", "cases"], rows)
-    raise typer.Exit(1 if report["errors"] else 0)
+    report_evaluation(report, runtime_of(ctx), output, f"Dice / HD95 over {len(report['cases'])} case(s)",
+                      ["label", "Dice", "HD95 mm", "cases"],
+                      lambda r: [[name, cell(m["dice"], 4), cell(m["hd95_mm"]), m["cases"]]
+                                 for name, m in r["mean"].items()])
 
 
 @reports_errors

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import (print_error, print_json, print_table, report_run, reports_errors, runtime_of,
+from mis.cli.common import (cell, print_json, report_evaluation, report_run, reports_errors, runtime_of,
                             single_process, training_log)
 
 
@@ -125,7 +125,6 @@ def evaluate_vocoder(
 ) -> None:
     """Copy-synthesis from each file's mel with the vocoder and with Griffin-Lim (32 iterations) on the same
     mel: LSD, MCD, F0 RMSE, PESQ (wide band) and STOI, per file and mean."""
-    from mis.io.atomic import atomic_write_json
     from mis.io.files import resolve_each
     from mis.pipelines.vocoder.evaluate import evaluate_vocoder as run_evaluation
     from mis.pipelines.vocoder.pipeline import VocoderPipeline
@@ -133,20 +132,9 @@ def evaluate_vocoder(
 
     runtime = runtime_of(ctx)
     pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime)
-    report = run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds)
-    if output:
-        atomic_write_json(output, report)
-    for failure in report["errors"]:
-        print_error(failure["error"])
-    if runtime.json:
-        print_json(report)
-        raise typer.Exit(1 if report["errors"] else 0)
-
-    def cell(value, digits=2):
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    rows = [[system, cell(m["lsd_db"]), cell(m["lsd_mel_band_db"]), cell(m["mcd_db"]), cell(m["f0_rmse_cents"], 0),
-             cell(m["pesq_wb"]), cell(m["stoi"], 3)] for system, m in report["mean"].items()]
-    print_table(f"Copy synthesis of {len(report['cases'])} file(s), mean", ["system", "LSD dB", "LSD 0-fmax dB",
-                "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"], rows)
-    raise typer.Exit(1 if report["errors"] else 0)
+    report = {**pipeline.run_info(), **run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds)}
+    report_evaluation(report, runtime, output, f"Copy synthesis of {len(report['cases'])} file(s), mean",
+                      ["system", "LSD dB", "LSD 0-fmax dB", "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"],
+                      lambda r: [[system, cell(m["lsd_db"]), cell(m["lsd_mel_band_db"]), cell(m["mcd_db"]),
+                                  cell(m["f0_rmse_cents"], 0), cell(m["pesq_wb"]), cell(m["stoi"], 3)]
+                                 for system, m in r["mean"].items()])

@@ -23,6 +23,7 @@ from mis.pipelines.battery.baseline import VarianceModel, rmse_mape
 from mis.pipelines.battery.features import CHANNEL_NAMES, FIRST_CYCLE, SUMMARY_NAMES, reference_cycle
 from mis.pipelines.battery.pipeline import TASK, standardised_predictions
 from mis.pipelines.battery.preprocess import BatteryArrays, Normalizer, stack_cells
+from mis.runtime.device import resolve_training_policy
 from mis.runtime.training import (RunOptions, StepSeededBatches, TrainConfig, Trainer, build_optimizer,
                                   resume_settings)
 
@@ -161,4 +162,5 @@ def train_battery(cells: list[Cell], options: BatteryTrainOptions,
     seconds = time.perf_counter() - start
     log(f"train RMSE {rmse:.0f} cycles, MAPE {mape:.1f} % (variance model {base_rmse:.0f} / {base_mape:.1f} %); "
         f"{seconds:.0f} s; wrote {path}")
-    return {"checkpoint": str(path), "seconds": seconds, "metrics": metrics}
+    policy = resolve_training_policy(options.device, options.precision)
+    return {"checkpoint": str(path), **policy.to_dict(), "seconds": seconds, "metrics": metrics}

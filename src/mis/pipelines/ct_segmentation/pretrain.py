@@ -143,4 +143,4 @@ def pretrain_ct(options: PretrainOptions, log=print) -> dict:
     target = options.out / "pretrained.safetensors"
     save_checkpoint(target, model, card, half=options.half)
     log(f"saved {target}")
-    return {"checkpoint": str(target), **final}
+    return {"checkpoint": str(target), **trainer.policy.to_dict(), **final}

@@ -320,4 +320,4 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
     if rank == 0:  # under DDP every rank holds the same weights; one writes them
         save_checkpoint(target, model, card, half=options.half)
         log(f"saved {target}")
-    return {"checkpoint": str(target), **final}
+    return {"checkpoint": str(target), **trainer.policy.to_dict(), **final}

@@ -191,4 +191,4 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
     save_checkpoint(path, model, vocoder_card(options, train_files, val_files, metrics), half=options.half)
     log(f"{options.steps} steps in {seconds:.0f} s; validation LSD {result.get('val_lsd')}; wrote {path} "
         f"(resume state: {options.out / LAST})")
-    return {"checkpoint": str(path), "seconds": seconds, "metrics": metrics}
+    return {"checkpoint": str(path), **trainer.policy.to_dict(), "seconds": seconds, "metrics": metrics}
