@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mis.errors import MisError, UsageError
 from mis.runtime.config import RuntimeConfig
@@ -42,16 +44,28 @@ def fail_usage(message: str) -> None:
 
 def print_error(text: str) -> None:
     """One `error: ...` line on stderr (file names are printed as they are, never as markup)."""
-    stderr.print(f"error: {text}", style="red", markup=False, highlight=False)
+    text = " ".join(str(text).split())
+    stderr.print(text if text.startswith("failed: ") else f"error: {text}", style="red", markup=False,
+                 highlight=False)
 
 
 def reports_errors(command: Callable) -> Callable:
-    """Turn MisError into one clear line and an exit code; other errors too unless --debug."""
+    """Turn MisError into one clear line and an exit code (2: usage, including a --model that is no usable
+    checkpoint for the command; 1: the run failed); other errors too unless --debug. With --json the failure
+    is also one JSON document on stdout, so scripts always get one."""
+    from mis.errors import CheckpointError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         ctx = kwargs.get("ctx") or next((a for a in args if isinstance(a, typer.Context)), None)
-        debug = runtime_of(ctx).debug if ctx is not None else False
+        runtime = runtime_of(ctx) if ctx is not None else RuntimeConfig()
+
+        def fail(text: str, code: int):
+            print_error(text)
+            if runtime.json:
+                print_json({"error": text, "exit_code": code})
+            raise typer.Exit(code)
+
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
@@ -59,50 +73,71 @@ def reports_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             stderr.print("interrupted", style="red")
             raise typer.Exit(130)
-        except UsageError as exc:
-            if debug:
+        except (UsageError, CheckpointError) as exc:
+            if runtime.debug:
                 raise
-            print_error(str(exc))
-            raise typer.Exit(2)
+            fail(str(exc), 2)
         except MisError as exc:
-            if debug:
+            if runtime.debug:
                 raise
-            print_error(str(exc))
-            raise typer.Exit(1)
+            fail(str(exc), 1)
         except Exception as exc:  # an internal error still gets one line; --debug shows the traceback
-            if debug:
+            if runtime.debug:
                 raise
-            print_error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
-            raise typer.Exit(1)
+            fail(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
     return wrapper
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 6 significant digits for reports (a float32 sum printed with 17 digits helps nobody)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(_rounded(document), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    """A rich table on a terminal (cells are plain text, never markup; long cells wrap, never cut); plain
+    tab-separated lines with whole values when stdout is a file or a pipe."""
+    if not stdout.is_terminal:
+        lines = [title, "\t".join(columns)] + ["\t".join(_plain_cell(v) for v in row) for row in rows]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        return
+    table = Table(title=escape(title), title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(escape(column), overflow="fold")
     for row in rows:
-        table.add_row(*[str(value) for value in row])
+        table.add_row(*[Text(_plain_cell(value)) for value in row])
     stdout.print(table)
+
+
+def _plain_cell(value: Any) -> str:
+    return " ".join(_fmt(value).split()) if not isinstance(value, str) else " ".join(value.split())
 
 
 def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[str] | None = None,
                run_info: dict | None = None) -> None:
     """Print the end-of-run summary (table or JSON), failures as one line each on stderr, then exit.
 
-    `run_info` (the pipeline's device, precision, compile setting and model) goes into the JSON document."""
+    `run_info` (the pipeline's device, precision, compile setting and model) goes into the JSON document.
+    The table names inputs and outputs by what distinguishes them (paths relative to their common folder,
+    which the title names) and gives a failed item's reason in its row."""
     from mis.runtime.notices import notices
 
     extra_columns = extra_columns or []
     for result in summary.results:
         if result.status == "failed":
-            stderr.print(f"failed: {result.error}", style="red", markup=False, highlight=False)
+            print_error(f"failed: {result.error}")
     if runtime.json:
         print_json({
             "title": title, **(run_info or {}), "notices": notices(),
@@ -115,11 +150,42 @@ def report_run(summary, runtime: RuntimeConfig, title: str, extra_columns: list[
             ],
         })
     elif not runtime.quiet:
-        rows = [[r.source, r.target or "", r.status, f"{r.seconds:.2f}",
-                 *[_fmt(r.info.get(c, "")) for c in extra_columns]] for r in summary.results]
+        sources, source_root = relative_names([r.source for r in summary.results])
+        targets, target_root = relative_names([r.target or "" for r in summary.results])
+        rows = [[source, target, r.status, f"{r.seconds:.2f}", *[_fmt(r.info.get(c, "")) for c in extra_columns],
+                 _reason(r)] for r, source, target in zip(summary.results, sources, targets)]
+        where = f" (inputs in {source_root}, outputs in {target_root})" if source_root or target_root else ""
         print_table(f"{title}: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
-                    f"in {summary.seconds:.1f} s", ["input", "output", "status", "s", *extra_columns], rows)
+                    f"in {summary.seconds:.1f} s{where}", ["input", "output", "status", "s", *extra_columns,
+                                                          "reason"], rows)
     raise typer.Exit(summary.exit_code)
+
+
+def relative_names(paths: list[str]) -> tuple[list[str], str]:
+    """(each path relative to the deepest folder they share, that folder); names stay whole when they share none."""
+    import os
+
+    present = [p for p in paths if p]
+    if len(present) < 2:
+        return paths, ""
+    try:
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in present])
+    except ValueError:   # different drives
+        return paths, ""
+    if root in ("", os.sep):
+        return paths, ""
+    return [os.path.relpath(os.path.abspath(p), root) if p else "" for p in paths], root
+
+
+def _reason(result) -> str:
+    """A failed item's problem without the path the row already shows."""
+    if result.status != "failed" or not result.error:
+        return ""
+    error = str(result.error)
+    for path in (result.source, result.target):
+        if path and error.startswith(f"{path}: "):
+            return error[len(path) + 2:]
+    return error
 
 
 def report_evaluation(report: dict, runtime: RuntimeConfig, output, title: str, columns: list[str],

@@ -10,6 +10,7 @@ from mis.cli import lazy_rich
 lazy_rich.install()  # before typer imports rich.markdown / rich.traceback
 
 import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
 
 import mis  # noqa: E402
 from mis.cli import demo, info, models  # noqa: E402
@@ -26,6 +27,42 @@ SHARED_GROUPS = {
 }
 
 
+# Root options may also follow the command (`mis segment x --json`): they are moved before it. Their names are
+# therefore reserved: no command may define an option of the same name with another meaning.
+ROOT_FLAGS = frozenset({"--compile", "--json", "--quiet", "-q", "--debug"})
+ROOT_WITH_VALUE = frozenset({"--device", "--precision", "--batch-size", "--workers", "--seed"})
+
+
+def hoist_root_options(args: list[str]) -> list[str]:
+    """['segment', 'x', '--json', '--device', 'cpu'] -> ['--json', '--device', 'cpu', 'segment', 'x'].
+    Nothing after a `--` moves (it ends the options)."""
+    hoisted, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in ROOT_FLAGS:
+            hoisted.append(arg)
+        elif name in ROOT_WITH_VALUE and "=" in arg:
+            hoisted.append(arg)
+        elif arg in ROOT_WITH_VALUE and i + 1 < len(args):
+            hoisted.extend(args[i:i + 2])
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
+
+
+class RootGroup(TyperGroup):
+    """The root command group: accepts the runtime options before or after the command."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_root_options(list(args)))
+
+
 def _shipped_summary() -> str:
     names = [spec.command_line.removeprefix("mis ") for spec in task_specs().values()]
     return ", ".join(names)
@@ -33,6 +70,7 @@ def _shipped_summary() -> str:
 
 app = typer.Typer(
     name="mis",
+    cls=RootGroup,
     help="Deep-learning pipelines behind one CLI and one runtime: " + _shipped_summary() + ".",
     no_args_is_help=True,
     rich_markup_mode="rich",
