@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import (cell, print_error, print_json, print_table, report_evaluation, reports_errors, runtime_of,
-                            single_process, stderr, training_log)
+from mis.cli.common import (cell, model_option, print_error, print_json, print_table, report_evaluation,
+                            reports_errors, runtime_of, single_process, stderr, training_log)
 
 
 def battery_checkpoint(model: str | None, cycles: int | None) -> Path:
@@ -49,7 +49,8 @@ def predict(
         raise UsageError(f"--csv {csv_out} is a folder; give a file name")
     if plot is not None and plot.exists() and not plot.is_dir():
         raise UsageError(f"--plot {plot} is a file; give a folder for the PNGs")
-    pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
+    with model_option():
+        pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
     if cycles is not None and cycles != pipeline.n_cycles:
         raise UsageError(f"the model uses the first {pipeline.n_cycles} cycles, not --cycles {cycles}")
     items = plan(data)
@@ -152,7 +153,8 @@ def evaluate_battery(
     from mis.pipelines.battery.run import plan, predict_files, rows_as_dicts, split_metrics
 
     runtime = runtime_of(ctx)
-    pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
+    with model_option():
+        pipeline = BatteryLifePipeline.from_checkpoint(battery_checkpoint(model, cycles), runtime)
     rows = predict_files(pipeline, plan(data), runtime)
     if rows is None:  # a non-zero rank under torchrun: rank 0 reports
         raise typer.Exit(0)

@@ -4,6 +4,7 @@ Imports no torch: every heavy import happens inside a command body.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -51,9 +52,8 @@ def print_error(text: str) -> None:
 
 def reports_errors(command: Callable) -> Callable:
     """Turn MisError into one clear line and an exit code (2: usage, including a --model that is no usable
-    checkpoint for the command; 1: the run failed); other errors too unless --debug. With --json the failure
-    is also one JSON document on stdout, so scripts always get one."""
-    from mis.errors import CheckpointError
+    checkpoint for the command, see `model_option`; 1: the run failed); other errors too unless --debug. With
+    --json the failure is also one JSON document on stdout, so scripts always get one."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -73,7 +73,7 @@ def reports_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             stderr.print("interrupted", style="red")
             raise typer.Exit(130)
-        except (UsageError, CheckpointError) as exc:
+        except UsageError as exc:
             if runtime.debug:
                 raise
             fail(str(exc), 2)
@@ -98,6 +98,18 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_rounded(v) for v in value]
     return value
+
+
+@contextlib.contextmanager
+def model_option():
+    """Around resolving and loading `--model`: a checkpoint that cannot serve this command (missing, corrupt,
+    another task, a tampered card) is a usage error, exit 2, in every command alike."""
+    from mis.errors import CheckpointError
+
+    try:
+        yield
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def print_json(document: Any) -> None:

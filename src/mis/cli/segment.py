@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import cell, print_json, report_evaluation, report_run, reports_errors, runtime_of, training_log
+from mis.cli.common import (cell, model_option, print_json, report_evaluation, report_run, reports_errors, runtime_of,
+                            training_log)
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -47,8 +48,9 @@ def segment(
     runtime = runtime_of(ctx)
     items = plan_items(inputs, output)
     checkpoint = resolve_checkpoint("ct_segmentation", model, fast=fast)
-    pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, overlap=0.25 if fast else overlap,
-                                                      tta=tta and not fast)
+    with model_option():
+        pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, overlap=0.25 if fast else overlap,
+                                                          tta=tta and not fast)
     options = SegmentOptions(roi_subset=_split_names(roi_subset), save_probabilities=save_probabilities,
                              statistics=statistics, preview=preview, skip_existing=skip_existing,
                              overwrite=overwrite)

@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import (cell, print_json, report_evaluation, report_run, reports_errors, runtime_of,
-                            single_process, training_log)
+from mis.cli.common import (cell, model_option, print_json, report_evaluation, report_run, reports_errors,
+                            runtime_of, single_process, training_log)
 
 
 @reports_errors
@@ -30,8 +30,9 @@ def mel(
     from mis.registry import resolve_checkpoint
 
     runtime = runtime_of(ctx)
-    pipeline = (MelPipeline.from_preset(preset, runtime) if preset
-                else MelPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime))
+    with model_option():
+        pipeline = (MelPipeline.from_preset(preset, runtime) if preset
+                    else MelPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime))
     items = plan(inputs, output, "audio", ".npy", "_mel")
     summary = mel_files(pipeline, items, runtime, skip_existing=skip_existing, overwrite=overwrite)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
@@ -60,8 +61,9 @@ def vocode(
     from mis.registry import resolve_checkpoint
 
     runtime = runtime_of(ctx)
-    pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
-                                               chunk_frames=chunk_frames)
+    with model_option():
+        pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
+                                                   chunk_frames=chunk_frames)
     items = plan(inputs, output, "mel", ".wav", "")
     summary = vocode_files(pipeline, items, runtime, skip_existing=skip_existing, overwrite=overwrite)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
@@ -131,7 +133,8 @@ def evaluate_vocoder(
     from mis.registry import resolve_checkpoint
 
     runtime = runtime_of(ctx)
-    pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime)
+    with model_option():
+        pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime)
     report = {**pipeline.run_info(), **run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds)}
     report_evaluation(report, runtime, output, f"Copy synthesis of {len(report['cases'])} file(s), mean",
                       ["system", "LSD dB", "LSD 0-fmax dB", "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"],

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mis.runtime.config import RuntimeConfig
-from mis.runtime.distributed import (dist_info, gather_summaries, init_distributed, run_on_devices, shard,
-                                     visible_gpu_workers)
+from mis.runtime.distributed import (destroy_distributed, dist_info, gather_summaries, init_distributed,
+                                     is_distributed, run_on_devices, shard, visible_gpu_workers)
 from mis.runtime.executor import RunSummary, WorkItem, run_items
 
 
@@ -39,8 +39,8 @@ def run_batch(items: list[WorkItem], build: Callable[[str | None], BatchJob], ru
 
     Returns the summary of every item on rank 0, None on the other torchrun ranks.
     """
-    if dist_info()[1] > 1:
-        init_distributed()  # torchrun: join the group so rank 0 can gather the summary
+    # torchrun: join the group so rank 0 can gather the summaries (and leave it again if we joined it here)
+    joined = dist_info()[1] > 1 and not is_distributed() and init_distributed()
     rank, world, _ = dist_info()
     mine = shard(items, rank, world)
     gpus = visible_gpu_workers() if runtime.device in ("auto", "cuda") and world == 1 else []
@@ -48,7 +48,14 @@ def run_batch(items: list[WorkItem], build: Callable[[str | None], BatchJob], ru
         summary = _on_devices(mine, build, gpus, runtime, skip_existing, overwrite)
     else:
         summary = _run(mine, build(None), runtime, skip_existing, overwrite, progress=runtime.chatty)
-    return gather_summaries(summary) if world > 1 else summary
+    if world == 1:
+        return summary
+    combined = gather_summaries(summary)
+    if joined:
+        # Leave the group before the process exits: a process group torn down by the interpreter's exit can
+        # abort ("terminate called without an active exception") after the summary was printed.
+        destroy_distributed()
+    return combined
 
 
 def _run(items: list[WorkItem], job: BatchJob, runtime: RuntimeConfig, skip_existing: bool, overwrite: bool,
