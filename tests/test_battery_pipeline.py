@@ -198,3 +198,16 @@ def test_training_refuses_cells_without_anything_to_learn(tmp_path):
         training_cells([replace(cells[0], cycle_life=25), *cells[1:]], None, 30)
     with pytest.raises(UsageError, match="two cells with different cycle lives"):
         training_cells([replace(c, cycle_life=500) for c in cells], None, 30)
+
+
+def test_a_prediction_far_from_the_observed_life_is_flagged(tiny_battery_checkpoint):
+    from mis.pipelines.battery.pipeline import FAR_FROM_OBSERVED
+
+    pipeline = BatteryLifePipeline.from_checkpoint(tiny_battery_checkpoint)
+    cell = synthetic_cell(1, n_cycles=30)
+    predicted = pipeline.predict_cells([replace(cell, cycle_life=None)])[0].fpnn
+    close = replace(cell, cycle_life=int(predicted * 1.1))
+    far = replace(cell, cycle_life=int(predicted / (1 + 2 * FAR_FROM_OBSERVED)))
+    rows = pipeline.predict_cells([close, far])
+    assert not any("observed" in w for w in rows[0].warnings)
+    assert any("unlike the cells the model was trained on" in w for w in rows[1].warnings)

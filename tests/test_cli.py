@@ -235,3 +235,92 @@ def test_what_the_reader_noticed_reaches_the_report(tiny_ct_checkpoint, phantom_
     result = invoke("--json", "segment", tmp_path / "noqs.nii.gz", "-o", tmp_path / "out", "--model",
                     tiny_ct_checkpoint)
     assert "no qform/sform" in json.loads(result.stdout)["items"][0]["warning"]
+
+
+def test_summary_names_rows_apart_in_80_columns_off_a_terminal(tiny_ct_checkpoint, phantom_file, tmp_path):
+    """Two inputs whose paths share a long prefix: each row still shows what tells them apart, whole."""
+    folder = tmp_path / "sample_data_from_the_scanner_export_2026" / "patients"
+    names = []
+    for case in ("ct_case_1", "ct_case_2"):
+        (folder / case).mkdir(parents=True)
+        shutil.copy(phantom_file, folder / case / "scan.nii.gz")
+        names.append(f"{case}/scan.nii.gz")
+    result = runner.invoke(app, ["segment", str(folder / "ct_case_1" / "scan.nii.gz"),
+                                 str(folder / "ct_case_2" / "scan.nii.gz"), "-o", str(tmp_path / "out"),
+                                 "--model", str(tiny_ct_checkpoint)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.splitlines()[2:] if line.strip()]
+    assert [row[0] for row in rows] == names                      # distinct, relative to the common folder
+    assert len({row[1] for row in rows}) == 2
+    assert str(folder) in result.stdout.splitlines()[0]           # the title names that folder
+
+
+def test_file_names_with_rich_markup_are_shown_as_they_are(tiny_ct_checkpoint, phantom_file, tmp_path):
+    odd = [tmp_path / "a[" / "b]c.nii.gz", tmp_path / "scan[bold]y.nii.gz"]
+    odd[0].parent.mkdir()
+    for path in odd:
+        shutil.copy(phantom_file, path)
+    result = runner.invoke(app, ["segment", *map(str, odd), "-o", str(tmp_path / "out"), "--model",
+                                 str(tiny_ct_checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert "a[/b]c.nii.gz" in result.stdout and "scan[bold]y.nii.gz" in result.stdout
+    # the same rows in a terminal (rich): cells are text, never markup
+    from rich.console import Console
+
+    from mis.cli import common
+
+    terminal = Console(file=__import__("io").StringIO(), force_terminal=True, width=80, color_system=None)
+    saved, common.stdout = common.stdout, terminal
+    try:
+        common.print_table("t [red]x", ["input"], [["scan[bold]y.nii.gz"], ["a[/b]c.nii.gz"]])
+    finally:
+        common.stdout = saved
+    text = terminal.file.getvalue()
+    assert "scan[bold]y.nii.gz" in text and "a[/b]c.nii.gz" in text and "t [red]x" in text
+
+
+def test_debug_shows_the_traceback_of_a_per_item_internal_error(tiny_ct_checkpoint, phantom_file, tmp_path,
+                                                                monkeypatch):
+    from mis.pipelines.ct_segmentation import pipeline as ct
+
+    def broken(self, image, meta, **options):
+        raise ZeroDivisionError("an internal bug")
+
+    monkeypatch.setattr(ct.CTSegmentationPipeline, "__call__", broken)
+    args = ["segment", str(phantom_file), "-o", str(tmp_path / "out"), "--model", str(tiny_ct_checkpoint)]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 1 and "ZeroDivisionError: an internal bug" in plain.stderr
+    assert "Traceback" not in plain.stderr
+    monkeypatch.delenv("MIS_DEBUG", raising=False)
+    debug = runner.invoke(app, ["--debug", *args])
+    monkeypatch.delenv("MIS_DEBUG", raising=False)
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr and "def broken" not in debug.stdout
+
+
+def test_a_failing_command_prints_one_json_document(tmp_path):
+    result = runner.invoke(app, ["--json", "vocode", str(tmp_path / "m.npy"), "--model", "no_such_model"])
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 2 and "no_such_model" in document["error"]
+
+
+def test_library_warnings_are_one_formatted_line_and_silent_under_quiet(monkeypatch):
+    import io
+    import warnings
+
+    from rich.console import Console
+
+    from mis.cli import common
+
+    def shown(quiet: bool) -> str:
+        buffer = io.StringIO()
+        monkeypatch.setattr(common, "stderr", Console(file=buffer, soft_wrap=True))
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            common.capture_warnings(quiet)
+            for _ in range(2):
+                warnings.warn("a library complains\nover two lines", UserWarning)
+        return buffer.getvalue()
+
+    assert shown(quiet=False) == "warning: a library complains over two lines\n"   # once, one line
+    assert shown(quiet=True) == ""

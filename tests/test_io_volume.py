@@ -585,3 +585,23 @@ def test_a_cd_export_with_a_dicomdir_is_found_below_its_folder(tmp_path):
     with pytest.raises(InputError) as exc:
         read_volume(tmp_path / "cd" / "DICOMDIR")
     assert "DICOMDIR" in exc.value.problem
+
+
+def test_folders_and_globs_expand_in_natural_order(tmp_path):
+    for name in ("c10", "c2", "c1", "c11"):
+        make_nifti(tmp_path / f"{name}.nii.gz", ct_like())
+    expected = ["c1", "c2", "c10", "c11"]
+    assert [p.name.split(".")[0] for p in resolve_inputs([tmp_path])] == expected
+    assert [p.name.split(".")[0] for p in resolve_inputs([str(tmp_path / "c*.nii.gz")])] == expected
+
+
+def test_pretraining_skips_label_maps_beside_the_scans(tmp_path):
+    from mis.pipelines.ct_segmentation.pretrain import PretrainOptions, unlabeled_volumes
+    from mis.pipelines.ct_segmentation.preprocess import DEFAULT_PREPROCESSING
+
+    make_nifti(tmp_path / "case.nii.gz", ct_like((20, 18, 16)))
+    make_nifti(tmp_path / "case_labels.nii.gz", (np.arange(20 * 18 * 16).reshape(20, 18, 16) % 7).astype(np.uint8))
+    said = []
+    volumes = unlabeled_volumes(PretrainOptions(out=tmp_path / "run", inputs=[str(tmp_path)]),
+                                DEFAULT_PREPROCESSING, said.append)
+    assert len(volumes) == 1 and any("case_labels.nii.gz" in line and "label map" in line for line in said)

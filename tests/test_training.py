@@ -213,3 +213,28 @@ def test_a_run_folder_is_only_continued_with_the_same_settings(tmp_path):
     assert extended.step == 8 and final["step"] == 8
     steps = [json.loads(line)["step"] for line in (tmp_path / METRICS).read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 8
+
+
+def test_logging_to_a_file_shows_a_line_per_logged_step_and_checkpoints_are_readable(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """stderr is not a terminal (a log file): one line per logged step with the loss, not silence until 'saved';
+    the run's files have the same permissions as the rest (best.pt was 0600)."""
+    monkeypatch.delenv("MIS_QUIET", raising=False)
+    trainer = make_trainer(tmp_path, 6, progress=True, log_every=3, best_metric="loss",
+                           checkpoint_every=3)
+    trainer.validate_fn = lambda t: {"loss": 1.0}
+    trainer.config.validate_every = 3
+    trainer.fit(StepSeededBatches(regression_batch, seed=1))
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    assert len(lines) == 2 and all("loss " in line for line in lines) and lines[-1].split()[2] == "6/6"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes[BEST] == modes[LAST] == modes[METRICS], modes
+
+
+def test_training_auto_follows_one_rule(tmp_path):
+    """`auto` is fp32 on a CPU for every task; the Trainer resolves it (no task picks a device itself)."""
+    trainer = make_trainer(tmp_path, 1, device="auto", precision="auto")
+    if torch.cuda.is_available():
+        assert trainer.policy.device.type == "cuda" and trainer.policy.precision in ("bf16", "fp16")
+    else:
+        assert trainer.policy.precision == "fp32" and trainer.policy.device.type in ("cpu", "mps")

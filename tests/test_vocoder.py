@@ -371,3 +371,17 @@ def test_a_truncated_wav_is_refused_and_mp3_files_are_found_in_folders(tmp_path)
         read_audio(wav)
     (tmp_path / "talk.mp3").write_bytes(b"")
     assert (tmp_path / "talk.mp3") in resolve_inputs([tmp_path], kinds=("audio",))
+
+
+def test_mel_records_its_convention_and_vocode_checks_it(tmp_path):
+    wav = tmp_path / "take.wav"
+    sf.write(wav, speech_like(0.5), 22050, subtype="PCM_16")
+    result = runner.invoke(app, ["mel", str(wav), "--preset", "22k", "-o", str(tmp_path / "mels")])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "mels" / "take_mel.json").read_text())
+    assert sidecar["mel"] == MEL_22K.to_dict() and sidecar["frames"] == np.load(tmp_path / "mels" / "take_mel.npy").shape[1]
+    result = runner.invoke(app, ["mel", str(wav), "--preset", "16k", "-o", str(tmp_path / "mels16")])
+    result = runner.invoke(app, ["vocode", str(tmp_path / "mels16" / "take_mel.npy"), "-o", str(tmp_path / "w")])
+    assert result.exit_code == 1 and "another mel convention" in result.stderr and "sample_rate 16000 vs 22050" \
+        in result.stderr
+    assert not (tmp_path / "w").exists() or not list((tmp_path / "w").iterdir())

@@ -80,9 +80,69 @@ def read_card(path: str | Path) -> dict:
     if CARD_KEY not in metadata:
         raise CheckpointError(f"{path}: safetensors file has no mis card (import it with `mis models import`)")
     try:
-        return json.loads(metadata[CARD_KEY])
+        card = json.loads(metadata[CARD_KEY])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: checkpoint card is not valid JSON ({exc})") from None
+    problems = card_problems(card)
+    if problems:
+        raise CheckpointError(f"{path}: invalid checkpoint card: {'; '.join(problems)}")
+    return card
+
+
+# What every card holds, and the JSON type of each part.
+CARD_FIELDS = {"task": str, "family": str, "config": dict, "preprocessing": dict, "labels": dict}
+
+
+def card_problems(card: Any) -> list[str]:
+    """What is wrong with a card's structure (any task); each pipeline checks its own values on top."""
+    if not isinstance(card, dict):
+        return [f"the card is a JSON {type(card).__name__}, not an object"]
+    problems = []
+    for name, kind in CARD_FIELDS.items():
+        if name not in card:
+            problems.append(f"no '{name}'")
+        elif not isinstance(card[name], kind):
+            problems.append(f"'{name}' is a JSON {type(card[name]).__name__}, not {'an object' if kind is dict else 'a string'}")
+    labels = card.get("labels")
+    if isinstance(labels, dict) and not all(isinstance(k, str) and k.lstrip("-").isdigit() and isinstance(v, str)
+                                            for k, v in labels.items()):
+        problems.append("'labels' must map class ids to names, e.g. {\"1\": \"liver\"}")
+    family = card.get("family")
+    if isinstance(family, str):
+        from mis.registry import model_families
+
+        if family not in model_families():
+            problems.append(f"unknown model family {family!r} (this mis knows {', '.join(sorted(model_families()))})")
+    return problems
+
+
+def stored_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the file's header (no tensor data is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for bad headers
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+
+
+def check_fit(path: str | Path, card: dict) -> None:
+    """The card's network, built without memory (meta device), must have exactly the file's tensors: a card
+    edited to declare another (say, an enormous) network is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_model(card).state_dict().items()}
+    except CheckpointError:
+        raise
+    except Exception as exc:  # the config's values do not build a network
+        raise CheckpointError(f"{path}: the card's network config is invalid ({type(exc).__name__}: {exc})") from None
+    stored = stored_shapes(path)
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise CheckpointError(f"{path}: weights do not fit the card's network ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first})")
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -107,6 +167,7 @@ def build_model(card: dict) -> torch.nn.Module:
 def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[torch.nn.Module, dict]:
     """Return (model in eval mode, float32, on CPU; card). strict=True: every key must match."""
     card = read_card(path)
+    check_fit(path, card)
     state = read_state(path)
     if verify and card.get("sha256") and weights_sha256(state) != card["sha256"]:
         raise CheckpointError(f"{path}: weights do not match the card's sha256 (file corrupted or edited)")

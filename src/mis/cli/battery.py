@@ -86,11 +86,15 @@ def _report(rows, runtime, n_cycles: int) -> None:
     def cycles(value) -> str:
         return "-" if value is None else f"{value:.0f}"
 
-    table = [[r.name, cycles(r.fpnn), cycles(r.variance), cycles(r.observed), r.split or ""]
+    def error(row) -> str:
+        return "" if row.observed is None or not row.observed else f"{100 * (row.fpnn - row.observed) / row.observed:+.0f}"
+
+    table = [[r.name, cycles(r.fpnn), cycles(r.variance), cycles(r.observed), error(r), r.split or ""]
              for r in rows if r.error is None]
     if table:
-        print_table(f"Predicted cycle life from the first {n_cycles} cycles ({len(table)} cells)",
-                    ["cell", "FPNN", "variance model", "observed", "split"], table)
+        count = f"{len(table)} cell{'s' if len(table) != 1 else ''}"
+        print_table(f"Predicted cycle life from the first {n_cycles} cycles ({count})",
+                    ["cell", "FPNN", "variance model", "observed", "FPNN error %", "split"], table)
 
 
 @reports_errors

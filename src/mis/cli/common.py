@@ -39,6 +39,23 @@ def runtime_of(ctx: typer.Context) -> RuntimeConfig:
     return RuntimeConfig()
 
 
+def capture_warnings(quiet: bool) -> None:
+    """Library warnings (numpy, nibabel, torch) as one `warning: ...` line each, once per text, on stderr; none
+    under --quiet/--json (a JSON consumer reads `notices`)."""
+    import warnings
+
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        if quiet or text in shown:
+            return
+        shown.add(text)
+        stderr.print(f"warning: {text}", style="yellow", markup=False, highlight=False)
+
+    warnings.showwarning = show
+
+
 def fail_usage(message: str) -> None:
     raise UsageError(message)
 
@@ -110,6 +127,29 @@ def model_option():
         yield
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    note_slow_start()
+
+
+# Start-up (imports and the model) normally takes 3-6 s here; this much means the libraries came from disk.
+SLOW_START_SECONDS = 15.0
+
+
+def note_slow_start() -> None:
+    """Say why the first run after installing or rebooting is slow, once, when it is (measured: 8.1 s with the
+    page cache dropped vs 5.3 s warm here; tens of seconds on slower disks)."""
+    import os
+    import time
+
+    started = os.environ.get("MIS_STARTED_AT")
+    if not started:
+        return
+    seconds = time.time() - float(started)
+    if seconds > SLOW_START_SECONDS:
+        from mis.runtime.notices import notice
+
+        notice(f"start-up took {seconds:.0f} s: the first run after installing or rebooting reads PyTorch's "
+               "libraries (1 GB, and 3 GB of CUDA libraries in this build) from disk; later runs start in a few "
+               "seconds")
 
 
 def print_json(document: Any) -> None:

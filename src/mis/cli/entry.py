@@ -104,6 +104,8 @@ def _store(path: Path, text: str) -> None:
 
 
 def main() -> None:
+    # when this process started, for the one-time "slow first start" notice (cli/common.py: model_option)
+    os.environ.setdefault("MIS_STARTED_AT", repr(__import__("time").time()))
     args = sys.argv[1:]
     if not is_help_request(args):
         return run_app()

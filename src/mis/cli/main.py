@@ -14,7 +14,7 @@ from typer.core import TyperGroup  # noqa: E402
 
 import mis  # noqa: E402
 from mis.cli import demo, info, models  # noqa: E402
-from mis.cli.common import PANEL_TRAIN, PANEL_UTIL  # noqa: E402
+from mis.cli.common import PANEL_TRAIN, PANEL_UTIL, capture_warnings  # noqa: E402
 from mis.registry import task_specs  # noqa: E402
 from mis.runtime.config import RuntimeConfig  # noqa: E402
 from mis.spec import resolve  # noqa: E402
@@ -109,6 +109,9 @@ def root(
     """Root options apply to every command: `mis --device cuda --json segment scan.nii.gz`."""
     if quiet or json_output:
         os.environ["MIS_QUIET"] = "1"  # read by the progress utility and the notices
+    if debug:
+        os.environ["MIS_DEBUG"] = "1"  # the executor prints per-item tracebacks
+    capture_warnings(quiet or json_output)
     ctx.obj = RuntimeConfig(device=device, precision=precision, batch_size=batch_size, workers=workers,
                             seed=seed, compile=compile, json=json_output, quiet=quiet, debug=debug)
 

@@ -101,5 +101,5 @@ def import_model(
     if runtime_of(ctx).json:
         print_json({"output": str(output), "sha256": card["sha256"]})
     else:
-        stdout.print(f"imported {source} -> {output} (sha256 {card['sha256'][:12]})")
+        stdout.print(f"imported {source} -> {output} (sha256 {card['sha256'][:12]})", markup=False, highlight=False)
 

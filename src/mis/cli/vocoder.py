@@ -23,7 +23,7 @@ def mel(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
 ) -> None:
-    """Compute natural-log mel spectrograms [n_mels, frames] (.npy, float32) exactly as the vocoder expects:
+    """Compute natural-log mel spectrograms \\[n_mels, frames] (.npy, float32) exactly as the vocoder expects:
     its rate (audio is resampled), n_fft/hop/window, Slaney filterbank, log floor and centring."""
     from mis.pipelines.vocoder.mel import MelPipeline
     from mis.pipelines.vocoder.run import mel_files, plan
@@ -44,7 +44,7 @@ def mel(
 @reports_errors
 def vocode(
     ctx: typer.Context,
-    inputs: List[str] = typer.Argument(..., help="Mel .npy files [n_mels, frames], folders or globs"),
+    inputs: List[str] = typer.Argument(..., help="Mel .npy files \\[n_mels, frames], folders or globs"),
     output: Path = typer.Option(Path("vocoded"), "--output", "-o", help="Output folder (or a .wav for one input)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Vocoder checkpoint (default: shipped demo)"),
     chunk_frames: int = typer.Option(1024, "--chunk-frames", min=16, help="Frames per chunk (memory is flat in "

@@ -5,6 +5,7 @@ stored in a .npy file after checking it is a finite 2-D float array.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,28 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
     return Path(path)
 
 
+def _check_declared_size(path: Path) -> None:
+    """Compare the .npy header's shape and dtype with the bytes the file holds before allocating anything: a
+    damaged header declaring (80, 10**12) would otherwise ask for terabytes."""
+    try:
+        with open(path, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            offset = handle.tell()
+    except Exception as exc:  # numpy parses the header as Python literals: a damaged one raises many kinds
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise InputError(path, f"not a readable .npy array (damaged header: {reason})") from None
+    if dtype.hasobject:
+        raise InputError(path, "not a readable .npy array (holds pickled objects, which are never loaded)")
+    declared = math.prod(shape) * dtype.itemsize
+    available = path.stat().st_size - offset
+    if declared > available:
+        raise InputError(path, f"the .npy header declares shape {shape} ({declared / 1e6:.4g} MB) but the file "
+                         f"holds {available / 1e6:.4g} MB: truncated file or a damaged header")
+
+
 def read_mel(path: str | Path) -> np.ndarray:
     """A .npy mel spectrogram: 2-D, floating point, finite (shape checks against a model are the caller's)."""
     path = Path(path)
@@ -95,6 +118,8 @@ def read_mel(path: str | Path) -> np.ndarray:
         magic = handle.read(6)
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # np.load would try it as a pickle
         raise InputError(path, "not a .npy file (no NumPy header); save the mel with numpy.save")
+    if magic == b"\x93NUMPY":
+        _check_declared_size(path)
     try:
         mel = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

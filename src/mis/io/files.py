@@ -2,6 +2,7 @@
 Imports no torch."""
 from __future__ import annotations
 
+import errno
 import glob
 import os
 from collections import Counter
@@ -9,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mis.errors import InputError, UsageError
-from mis.io.kinds import InputKind, input_kind, visible_children
+from mis.io.kinds import InputKind, input_kind, natural_key, visible_children
 
 _GLOB_CHARS = set("*?[")
 
@@ -18,11 +19,11 @@ def _series_folders(root: Path, kind: InputKind) -> list[Path]:
     """Every folder at or below ``root`` (hidden ones skipped) that is itself one input of ``kind``."""
     found: list[Path] = []
     for dirpath, dirnames, _files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
         d = Path(dirpath)
         if kind.is_folder(d):
             found.append(d)
-    return sorted(found)
+    return sorted(found, key=natural_key)
 
 
 def _expand_dir(folder: Path, kinds: Sequence[InputKind]) -> list[Path]:
@@ -39,8 +40,29 @@ def _expand_dir(folder: Path, kinds: Sequence[InputKind]) -> list[Path]:
     return out
 
 
+def link_problem(path: str | Path) -> str | None:
+    """Why a path that names something cannot be followed (a symbolic link loop, a broken link), or None."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "broken symbolic link (its target does not exist)" if os.path.islink(path) else None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return (exc.strerror or type(exc).__name__).lower()
+    return None
+
+
+def real_path(path: str | Path) -> Path:
+    """The canonical path, also for a link loop (Path.resolve raises RuntimeError on one in Python 3.11)."""
+    return Path(os.path.realpath(path))
+
+
 def _expand_one(arg: str | Path, kinds: Sequence[InputKind]) -> list[Path]:
     p = Path(arg)
+    problem = link_problem(p)
+    if problem:
+        raise InputError(p, problem)
     if p.is_file():
         return [p]  # named explicitly: the reader says what is wrong with it, if anything
     if p.is_dir():
@@ -53,12 +75,14 @@ def _expand_one(arg: str | Path, kinds: Sequence[InputKind]) -> list[Path]:
         raise InputError(p, "not a regular file or folder")
     s = str(arg)
     if _GLOB_CHARS & set(s):
-        matches = sorted(glob.glob(os.path.expanduser(s), recursive=True))
+        matches = sorted(glob.glob(os.path.expanduser(s), recursive=True), key=natural_key)
         if not matches:
             raise InputError(s, "no files match this pattern")
         out: list[Path] = []
         for m in matches:
             mp = Path(m)
+            if link_problem(mp):
+                continue  # a dangling link among many matches is not an input
             if mp.is_file():
                 out.append(mp)
             elif mp.is_dir():
@@ -102,7 +126,7 @@ def resolve_each(args: Iterable[str | Path], kinds: Sequence[str | InputKind]) -
             result.append(exc)
             continue
         for p in found:
-            key = p.resolve()
+            key = real_path(p)
             if key not in seen:
                 seen.add(key)
                 result.append(p)
@@ -153,7 +177,7 @@ def output_paths_for(
             break
         progressed = False
         for i in clash:
-            parents = [q.name for q in paths[i].resolve().parents if q.name]
+            parents = [q.name for q in real_path(paths[i]).parents if q.name]
             if depth[i] < len(parents):
                 depth[i] += 1
                 stems[i] = "_".join([*reversed(parents[: depth[i]]), input_stem(paths[i])])
@@ -177,6 +201,7 @@ def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequen
     resolved = resolve_each(inputs, kinds)
     sources = [Path(item.path) if isinstance(item, InputError) else item for item in resolved]
     output = Path(output)
+    check_output_location(output)
     single_file = output.name.lower().endswith(tuple(s.lower() for s in (file_suffixes or (suffix,))))
     if output.is_file() and not single_file:
         raise UsageError(f"-o {output} is an existing file; give a folder or a file name ending in {suffix}")
@@ -200,6 +225,17 @@ def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequen
     return planned
 
 
+def check_output_location(output: Path) -> None:
+    """-o must be reachable: no link loop, and no existing file where a folder on its path should be (that would
+    only fail after all the computing, at the first write)."""
+    for folder in reversed([output, *output.parents]):   # from the root down: name the first file in the way
+        if folder != output and folder.is_file():
+            raise UsageError(f"-o {output}: {folder} is a file, not a folder")
+        problem = link_problem(folder)
+        if problem:
+            raise UsageError(f"-o {output}: {folder}: {problem}")
+
+
 def _key(path: Path) -> str:
     """Identity of a path for clash checks (case-folded: macOS and Windows file systems ignore case)."""
-    return str(path.resolve()).lower()
+    return str(real_path(path)).lower()

@@ -8,6 +8,7 @@ planners; the built-in kinds are also known by name.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +63,14 @@ def input_kind(kind: str | InputKind) -> InputKind:
     return KINDS[kind]
 
 
+def natural_key(path: str | Path) -> list:
+    """c1, c2, c10 (not c1, c10, c2): digit runs compare as numbers."""
+    return [(0, int(part)) if part.isdigit() else (1, part.lower()) for part in re.split(r"(\d+)", str(path))]
+
+
 def visible_children(folder: Path) -> list[Path]:
     """A folder's entries without hidden ones, sorted; a folder that cannot be listed is one clear error."""
     try:
-        return sorted(c for c in folder.iterdir() if not c.name.startswith("."))
+        return sorted((c for c in folder.iterdir() if not c.name.startswith(".")), key=natural_key)
     except PermissionError as exc:
         raise InputError(folder, "permission denied") from exc

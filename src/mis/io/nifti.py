@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def _shape_str(shape) -> str:
 
 
 def _load(path: Path):
-    """nibabel.load with every failure turned into an InputError."""
+    """nibabel.load with every failure turned into an InputError; also how many voxel bytes the file holds."""
     if not path.exists():
         raise InputError(path, "no such file or directory")
     if path.is_dir():
@@ -44,7 +45,7 @@ def _load(path: Path):
     if not is_gz_name and head == _GZIP_MAGIC:
         raise InputError(path, "gzip-compressed data in a file named .nii; rename it to .nii.gz")
     try:
-        img = _load_gzipped(path) if is_gz_name else nib.load(str(path))
+        img, stored = _load_gzipped(path) if is_gz_name else (nib.load(str(path)), size)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(path, "truncated or corrupt gzip stream") from exc
     except nib.filebasedimages.ImageFileError as exc:
@@ -56,7 +57,9 @@ def _load(path: Path):
         raise InputError(path, f"not a readable NIfTI file ({_short(exc)})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
         raise InputError(path, f"not a NIfTI file (nibabel reads it as {type(img).__name__})")
-    return img
+    voxel_bytes = stored - int(img.header.get("vox_offset", 0)) if isinstance(img, (nib.Nifti1Image,
+                                                                                   nib.Nifti2Image)) else None
+    return img, voxel_bytes
 
 
 def _load_gzipped(path: Path):
@@ -64,9 +67,9 @@ def _load_gzipped(path: Path):
     gzip CRC, and a flipped byte inside the stream would be segmented as garbage without a word."""
     raw = gzip.decompress(path.read_bytes())   # raises on a CRC or length mismatch and on truncation
     if raw[344:348] == b"n+1\0":               # the single-file magic of each header version
-        return nib.Nifti1Image.from_bytes(raw)
+        return nib.Nifti1Image.from_bytes(raw), len(raw)
     if raw[4:8] == b"n+2\0":
-        return nib.Nifti2Image.from_bytes(raw)
+        return nib.Nifti2Image.from_bytes(raw), len(raw)
     raise nib.filebasedimages.ImageFileError("no NIfTI-1 or NIfTI-2 header")
 
 
@@ -83,7 +86,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     2-D or truly 4-D image, a single slice, zero size, NaN or infinite voxels, a bad affine.
     """
     p = Path(path)
-    img = _load(p)
+    img, voxel_bytes = _load(p)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) > 3 and all(s == 1 for s in shape[3:]):
         shape3 = shape[:3]
@@ -97,6 +100,16 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
         raise InputError(p, f"empty volume (shape {_shape_str(shape)})")
     if 1 in shape3:
         raise InputError(p, f"single slice (shape {_shape_str(shape3)}), not a volume")
+    stored_dtype = img.get_data_dtype()
+    if stored_dtype.kind == "c":
+        raise InputError(p, f"complex-valued voxels ({stored_dtype}): a CT volume holds real values (HU); "
+                         "convert the magnitude or real part explicitly if that is what you mean")
+    if stored_dtype.kind not in "biuf":
+        raise InputError(p, f"voxels of type {stored_dtype} are not numbers a CT volume can hold")
+    declared = math.prod(shape) * stored_dtype.itemsize   # Python ints: no overflow for 2**31 voxels
+    if voxel_bytes is not None and declared > voxel_bytes:
+        raise InputError(p, f"the header declares {_shape_str(shape)} voxels ({declared / 1e9:.3g} GB) but the file "
+                         f"holds {max(voxel_bytes, 0) / 1e6:.3g} MB of voxel data: truncated file or a damaged header")
     try:
         data = np.asanyarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:

@@ -60,6 +60,10 @@ class Pipeline:
     def __init__(self, model: torch.nn.Module | None, card: dict, policy: ComputePolicy | None = None, *,
                  batch_size: int | None = None, compile: bool = False, source: str | Path | None = None):
         check_task(card, self.task, source)
+        problems = self.card_problems(card)
+        if problems:
+            where = f"{source}: " if source else ""
+            raise CheckpointError(f"{where}invalid checkpoint card: {'; '.join(problems)}")
         self.card = card
         self.source = None if source is None else str(source)
         self.policy = policy or CPU_FP32
@@ -83,6 +87,12 @@ class Pipeline:
                    source=path, **options)
 
     # ---- what subclasses provide -----------------------------------------------------------------
+    @classmethod
+    def card_problems(cls, card: dict) -> list[str]:
+        """What is wrong with this task's values in a card (checked on load, before anything runs: a tampered
+        spacing of 0 or a reversed intensity window would otherwise give a silent, wrong result)."""
+        return []
+
     @staticmethod
     def prepare(model: torch.nn.Module, card: dict) -> torch.nn.Module:
         """Turn the loaded network into its inference form (e.g. fold weight norm). Default: as is."""

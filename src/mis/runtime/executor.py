@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,7 +84,11 @@ class RunSummary:
 
 
 def error_line(exc: BaseException) -> str:
-    """One line for the summary: our own errors already read well; others get their type."""
+    """One line for the summary: our own errors already read well; others get their type. Under --debug
+    (MIS_DEBUG) an internal error's traceback also goes to stderr, since the item's failure is otherwise
+    only this line."""
+    if os.environ.get("MIS_DEBUG", "") not in ("", "0") and not isinstance(exc, MisError):
+        traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, MisError):
         text = str(exc)
     elif isinstance(exc, OSError) and exc.strerror and exc.filename:

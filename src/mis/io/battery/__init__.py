@@ -55,6 +55,15 @@ def read_cells(path: str | Path) -> list[Cell]:
         raise InputError(path, "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
+    try:
+        return _read_by_format(path)
+    except OSError as exc:   # permission denied, a disappearing file, an I/O error: the file named, one line
+        raise InputError(path, f"cannot be read ({(exc.strerror or type(exc).__name__).lower()})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"is not text in UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _read_by_format(path: Path) -> list[Cell]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return read_mit_npz(path)

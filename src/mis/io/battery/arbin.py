@@ -98,8 +98,9 @@ def _arbin_columns(header: list[str]) -> dict[str, _ArbinColumn]:
 
 def _normalised(field_name: str) -> _Heading:
     """`Discharge Capacity (mAh)` or `Discharge_Capacity [mAh]` -> ("dischargecapacity", "mah")."""
-    match = re.fullmatch(r"(.*?)\s*(?:[(\[]([^()\[\]]*)[)\]])?\s*", field_name or "")
-    name, unit = match.groups()
+    # DOTALL: a quoted heading may hold a line break
+    match = re.fullmatch(r"(.*?)\s*(?:[(\[]([^()\[\]]*)[)\]])?\s*", field_name or "", flags=re.DOTALL)
+    name, unit = match.groups() if match else (field_name or "", "")
     return _Heading(key=re.sub(r"[\s_]+", "", name).lower(), unit=(unit or "").strip().lower())
 
 

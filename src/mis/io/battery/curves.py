@@ -47,6 +47,10 @@ class CutSeries:
     discharge_range: tuple[float, float] | None
 
 
+# A discharge may lack this share of its capacity values (a dropped sample here and there) and still give a curve.
+MAX_UNKNOWN_CAPACITY = 0.05
+
+
 def cell_from_series(path: Path, series: TimeSeries, meta: dict[str, str],
                      grid: np.ndarray = MIT_VOLTAGE_GRID) -> Cell:
     """Cut a raw time series into cycles; interpolate each discharge segment on the voltage grid."""
@@ -61,6 +65,10 @@ def cut_into_cycles(path: Path, series: TimeSeries, grid: np.ndarray) -> CutSeri
     finite = np.isfinite(series.cycle) & np.isfinite(series.voltage) & np.isfinite(series.current)
     if not finite.any():
         raise InputError(path, "no rows with finite cycle index, current and voltage")
+    fractional = series.cycle[finite][series.cycle[finite] != np.round(series.cycle[finite])]
+    if fractional.size:
+        raise InputError(path, f"cycle index {fractional[0]:g} is not a whole number (is another column taken "
+                         "for the cycle index?)")
     cycles, curves, temps, capacity, charge_time, ranges = [], [], [], {}, {}, []
     for cycle in np.unique(series.cycle[finite]):
         number = int(cycle)
@@ -72,7 +80,14 @@ def cut_into_cycles(path: Path, series: TimeSeries, grid: np.ndarray) -> CutSeri
         if discharging.sum() < MIN_CURVE_POINTS:
             continue
         volts, charge = series.voltage[discharging], series.discharge_q[discharging]
+        unknown = ~np.isfinite(charge)
+        if unknown.all():
+            continue   # no capacity logged for this discharge: neither a capacity nor a curve
         capacity[number] = float(np.nanmax(charge))
+        if unknown.mean() > MAX_UNKNOWN_CAPACITY:
+            # interpolating across the gap would draw a flat line where nothing was measured: the cycle counts as
+            # missing, and the feature stage says it filled it from its neighbours
+            continue
         ranges.append((volts.min(), volts.max()))
         if grid_coverage(volts, grid) < MIN_GRID_COVERAGE:
             continue

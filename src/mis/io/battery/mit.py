@@ -56,17 +56,18 @@ def _load_npz(path: Path) -> _QdlinArrays:
         keys = set(data.files)
     except Exception as exc:  # zipfile/numpy raise several types for truncated or foreign files
         raise InputError(path, f"not a readable .npz ({type(exc).__name__}: {exc})") from None
-    missing = [k for k in NPZ_ARRAYS if k not in keys]
-    if missing:
-        raise InputError(path, f"missing array(s) {', '.join(missing)} (expected the MIT Q(V) layout: qdlin "
-                         "[cells, cycles, points], voltage [points], cycles [cycles])")
-    try:
-        return _QdlinArrays(qdlin=np.asarray(data["qdlin"], dtype=np.float64),
-                            voltage=np.asarray(data["voltage"], dtype=np.float64),
-                            cycles=np.asarray(data["cycles"], dtype=np.int64),
-                            per_cell={key: np.asarray(data[key]) for key in NPZ_PER_CELL if key in keys})
-    except Exception as exc:  # zlib/zipfile/numpy errors for damaged members
-        raise InputError(path, f"array data is corrupt ({type(exc).__name__}: {exc})") from None
+    with data:   # closes the archive's file handle whatever happens below
+        missing = [k for k in NPZ_ARRAYS if k not in keys]
+        if missing:
+            raise InputError(path, f"missing array(s) {', '.join(missing)} (expected the MIT Q(V) layout: qdlin "
+                             "[cells, cycles, points], voltage [points], cycles [cycles])")
+        try:
+            return _QdlinArrays(qdlin=np.asarray(data["qdlin"], dtype=np.float64),
+                                voltage=np.asarray(data["voltage"], dtype=np.float64),
+                                cycles=np.asarray(data["cycles"], dtype=np.int64),
+                                per_cell={key: np.asarray(data[key]) for key in NPZ_PER_CELL if key in keys})
+        except Exception as exc:  # zlib/zipfile/numpy errors for damaged members
+            raise InputError(path, f"array data is corrupt ({type(exc).__name__}: {exc})") from None
 
 
 def _check_npz_shapes(path: Path, arrays: _QdlinArrays) -> None:
@@ -181,10 +182,15 @@ def _sibling_cycle_life(path: Path, cell_id: _MitCellId) -> int | None:
         return None
     for candidate in _cycle_lives_files(path, split):
         if candidate.is_file():
-            lines = [line.strip() for line in candidate.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            try:
+                text = candidate.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError:
+                raise InputError(path, f"its cycle lives file {candidate} is not UTF-8 text") from None
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
             if 1 <= index <= len(lines):
                 try:
                     return int(round(float(lines[index - 1])))
                 except ValueError:
-                    raise InputError(candidate, f"line {index} is not a cycle life: {lines[index - 1]!r}") from None
+                    raise InputError(path, f"line {index} of its cycle lives file {candidate} is not a cycle life: "
+                                     f"{lines[index - 1]!r}") from None
     return None

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from mis.errors import InputError, UsageError
 from mis.io.volume import VolumeMeta, from_ras
 from mis.pipelines.base import Pipeline
+from mis.pipelines.card_checks import increasing_pair, number, positive_int, positive_numbers
 from mis.pipelines.ct_segmentation.preprocess import (
     DEFAULT_PREPROCESSING, body_bounding_box, hu_to_normalised, image_to_grid)
 from mis.runtime.device import ComputePolicy
@@ -51,6 +52,26 @@ class CTSegmentationPipeline(Pipeline):
         self.roi_size = tuple(card["config"]["input_size"])
         self.labels = {int(k): v for k, v in card.get("labels", {}).items()}
         self.num_classes = int(card["config"]["class_num"])
+
+    @classmethod
+    def card_problems(cls, card: dict) -> list[str]:
+        config, pre = card["config"], {**DEFAULT_PREPROCESSING, **card["preprocessing"]}
+        problems = positive_int("config.class_num", config.get("class_num"), minimum=2)
+        size = config.get("input_size")
+        if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
+            problems.append(f"config.input_size must be 3 positive integers, not {size!r}")
+        problems += positive_numbers("preprocessing.spacing", pre.get("spacing"), 3)
+        problems += increasing_pair("preprocessing.intensity_window", pre.get("intensity_window"))
+        if not number(pre.get("body_threshold_hu")):
+            problems.append(f"preprocessing.body_threshold_hu must be a number, not {pre.get('body_threshold_hu')!r}")
+        axes = pre.get("mirror_axes")
+        if not (isinstance(axes, list) and set(axes) <= {0, 1, 2}):
+            problems.append(f"preprocessing.mirror_axes must be a subset of [0, 1, 2], not {axes!r}")
+        classes = config.get("class_num") if isinstance(config.get("class_num"), int) else 0
+        bad_ids = [k for k in card["labels"] if not 1 <= int(k) < classes]
+        if bad_ids:
+            problems.append(f"labels {bad_ids} are outside the network's classes 1..{classes - 1}")
+        return problems
 
     @classmethod
     def precision_probe(cls, model: torch.nn.Module, card: dict):

@@ -50,11 +50,20 @@ class PretrainOptions(RunOptions):
     validate_every: int = 250
 
 
+def looks_like_label_map(image: np.ndarray) -> bool:
+    """Whole numbers from 0 to a few hundred, no air at -1000 HU: a segmentation, not a scan."""
+    low, high = float(image.min()), float(image.max())
+    return low >= 0 and high <= 1000 and bool(np.all(image == np.round(image))) and len(np.unique(image)) <= 256
+
+
 def unlabeled_volumes(options: PretrainOptions, preprocessing: dict, log=print) -> list[np.ndarray]:
     """Every input on the network grid (RAS, model spacing, HU clipped to [-1, 1]), (D, H, W)."""
     volumes = []
     for path in resolve_inputs(options.inputs) if options.inputs else []:
         image, meta = read_volume(path)
+        if looks_like_label_map(image):   # e.g. case_labels.nii.gz beside the scans in the same folder
+            log(f"skipped {path}: a label map (integer values {int(image.min())}..{int(image.max())}), not CT")
+            continue
         grid, _ = image_to_grid(image, meta, preprocessing)
         volumes.append(grid.numpy())
     for i in range(options.phantoms):

@@ -52,6 +52,12 @@ class MelPipeline(Pipeline):
         from mis.pipelines.base import check_task
 
         check_task(card, cls.task, path)
+        from mis.errors import CheckpointError
+        from mis.pipelines.vocoder.pipeline import mel_card_problems
+
+        problems = mel_card_problems(card)
+        if problems:
+            raise CheckpointError(f"{path}: invalid checkpoint card: {'; '.join(problems)}")
         return cls(MelConfig.from_dict(card["preprocessing"]["mel"]), runtime)
 
     @classmethod
@@ -76,6 +82,24 @@ class MelPipeline(Pipeline):
 
     def run_info(self) -> dict:
         return {"device": "cpu", "precision": "fp32", "compiled": False}
+
+
+# The fields that decide what a mel's numbers mean: a mel made in another convention vocodes into wrong audio.
+CONVENTION_FIELDS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "mel_scale",
+                     "norm", "log_floor", "center")
+
+
+def mel_sidecar(mel_path: str | Path) -> Path:
+    """`take1_mel.npy` -> `take1_mel.json`: the convention `mis mel` made it in travels beside it."""
+    path = Path(mel_path)
+    return path.with_name(path.stem + ".json")
+
+
+def convention_differences(made: dict, expected: MelConfig) -> list[str]:
+    """'hop_length 80 vs 256' for every field where a mel's recorded convention differs from a model's."""
+    want = expected.to_dict()
+    return [f"{name} {made.get(name)!r} vs {want[name]!r}" for name in CONVENTION_FIELDS
+            if name in made and made.get(name) != want[name]]
 
 
 def card_preprocessing(network_config: dict) -> dict:

@@ -17,6 +17,7 @@ import torch
 from mis.errors import CheckpointError, InputError
 from mis.models.apnet import APNetConfig
 from mis.pipelines.base import Pipeline
+from mis.pipelines.card_checks import number, positive_int
 from mis.runtime.device import ComputePolicy
 from mis.transforms.audio import MelConfig, framing_mismatches
 
@@ -53,6 +54,31 @@ def fold_weight_norm(model: torch.nn.Module) -> torch.nn.Module:
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
+
+
+def mel_card_problems(card: dict) -> list[str]:
+    """The card's mel convention must be complete and physically possible."""
+    mel = card["preprocessing"].get("mel")
+    if not isinstance(mel, dict):
+        return ["preprocessing.mel (the mel convention) is missing"]
+    try:
+        config = MelConfig.from_dict(mel)
+    except (TypeError, ValueError) as exc:
+        return [f"preprocessing.mel: {exc}"]
+    problems = []
+    for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
+        problems += positive_int(f"preprocessing.mel.{name}", getattr(config, name))
+    if not problems and config.win_length > config.n_fft:
+        problems.append(f"preprocessing.mel.win_length {config.win_length} exceeds n_fft {config.n_fft}")
+    top = config.fmax if config.fmax is not None else (config.sample_rate or 0) / 2
+    if not (number(config.fmin) and number(top) and 0 <= config.fmin < top <= (config.sample_rate or 0) / 2):
+        problems.append(f"preprocessing.mel fmin {config.fmin!r} / fmax {config.fmax!r} must satisfy "
+                        "0 <= fmin < fmax <= sample_rate / 2")
+    if not (number(config.log_floor) and config.log_floor > 0):
+        problems.append(f"preprocessing.mel.log_floor must be > 0, not {config.log_floor!r}")
+    if config.mel_scale not in ("slaney", "htk") or config.norm not in ("slaney", None):
+        problems.append(f"preprocessing.mel mel_scale {config.mel_scale!r} / norm {config.norm!r} unknown")
+    return problems
 
 
 def check_framing(network: APNetConfig, mel: MelConfig) -> None:
@@ -124,6 +150,10 @@ class VocoderPipeline(Pipeline):
         self.context = receptive_frames(model.config)
         # Frames whose overlap-add reaches a sample: the window spans n_fft samples around each frame centre.
         self.ola_frames = math.ceil(model.config.n_fft / (2 * model.config.hop_length)) + 1
+
+    @classmethod
+    def card_problems(cls, card: dict) -> list[str]:
+        return mel_card_problems(card)
 
     @staticmethod
     def prepare(model: torch.nn.Module, card: dict) -> torch.nn.Module:

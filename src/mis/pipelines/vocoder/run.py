@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+import json
+
 from mis.errors import InputError
-from mis.io.atomic import atomic_output
+from mis.io.atomic import atomic_output, atomic_write_json
 from mis.io.audio import read_mel
 from mis.io.files import source_target_pairs
-from mis.pipelines.vocoder.mel import MelPipeline
+from mis.pipelines.vocoder.mel import MelPipeline, convention_differences, mel_sidecar
 from mis.pipelines.vocoder.pipeline import VocoderPipeline
 from mis.runtime.batch import BatchJob, run_batch
 from mis.runtime.config import RuntimeConfig
@@ -48,6 +50,9 @@ def mel_job(pipeline: MelPipeline) -> BatchJob:
 
     def write(item: WorkItem, output):
         mel, meta = output
+        # the convention travels with the mel (sidecar first, the .npy last: its presence means complete)
+        atomic_write_json(mel_sidecar(item.target), {"mel": config.to_dict(), "source": item.key,
+                                                     "frames": int(mel.shape[1])})
         with atomic_output(item.target) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, mel.astype(np.float32))
@@ -63,12 +68,30 @@ def mel_files(pipeline: MelPipeline, items: list[WorkItem], runtime: RuntimeConf
                      skip_existing=skip_existing, overwrite=overwrite)
 
 
+def check_recorded_convention(mel_path: Path, pipeline: VocoderPipeline) -> None:
+    """A mel made by `mis mel` carries its convention in a sidecar; one made in another convention (a 16 kHz
+    preset for a 22.05 kHz model) is refused instead of vocoded into audio of the wrong length and pitch."""
+    sidecar = mel_sidecar(mel_path)
+    if not sidecar.is_file():
+        return
+    try:
+        made = json.loads(sidecar.read_text(encoding="utf-8")).get("mel", {})
+    except (OSError, ValueError, AttributeError):
+        return   # not our sidecar: nothing recorded to compare
+    differences = convention_differences(made if isinstance(made, dict) else {}, pipeline.mel_config)
+    if differences:
+        raise InputError(mel_path, f"made in another mel convention than this model's ({', '.join(differences)}, "
+                         f"per {sidecar.name}); remake it with `mis mel --model` for this vocoder or vocode it "
+                         "with a model of that convention")
+
+
 def vocode_job(pipeline: VocoderPipeline) -> BatchJob:
     """With batch_size > 1, short mels (up to the chunk length) are vocoded together in padded batches;
     longer ones always stream chunk by chunk into their file in write() (flat memory). Batch size 1 (the
     default) gives each file the same bytes as vocoding it alone; a padded batch equals that to float
     rounding (the GEMM's rounding depends on the batch shape, so the 16-bit WAV may differ by 1 LSB)."""
     def read(item: WorkItem):
+        check_recorded_convention(item.source, pipeline)
         return pipeline.check_inputs(read_mel(item.source), str(item.source))
 
     def is_short(mel: np.ndarray) -> bool:
