@@ -58,7 +58,11 @@ def init_distributed(backend: str | None = None) -> bool:
 
 
 def destroy_distributed() -> None:
+    """Leave the process group together: without the barrier a rank that tears its group down while another
+    is still in a collective can make gloo abort at exit ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
