@@ -222,6 +222,13 @@ add("segment", "dicom_duplicate_positions",
     lambda f: dicom_series(f / "dup", [(0, 0, 0), (0, 0, 3), (0, 0, 3), (0, 0, 6)]), "duplicate slice positions")
 
 
+add("segment", "dicom_two_frames_of_reference",
+    lambda f: (dicom_series(f / "for", _series(3), FrameOfReferenceUID="1.2.3.1"),
+               dicom_series(f / "for2", [(0, 0, 9.0 + 3 * k) for k in range(3)], FrameOfReferenceUID="1.2.3.2"),
+               [p.rename(f / "for" / f"B{p.name}") for p in sorted((f / "for2").iterdir())])[0],
+    "inconsistent frame of reference")
+
+
 @case("segment", "dicom_slice_sizes_differ", "inconsistent rows/columns")
 def _sizes(folder: Path) -> Path:
     series = dicom_series(folder / "sizes", _series(4))

@@ -264,6 +264,13 @@ def cell(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def command_line() -> str:
+    """How this run was started, as a card records it (`mis ...`, whatever the launcher)."""
+    import shlex
+
+    return shlex.join(["mis", *sys.argv[1:]])
+
+
 def training_log(runtime: RuntimeConfig) -> Callable[[str], None]:
     """Where `mis train` / `mis pretrain` print their progress lines (nothing under --quiet/--json)."""
     if not runtime.chatty:

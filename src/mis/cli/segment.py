@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import (cell, model_option, print_json, report_evaluation, report_run, reports_errors, runtime_of,
+from mis.cli.common import (cell, command_line, model_option, print_json, report_evaluation, report_run, reports_errors, runtime_of,
                             training_log)
 
 
@@ -34,7 +34,12 @@ def segment(
                                                    "repeat or comma-separate)"),
     save_probabilities: bool = typer.Option(False, "--save-probabilities",
                                             help="Also write per-class probabilities (4-D uint8 NIfTI, p*255)"),
-    statistics: bool = typer.Option(False, "--statistics", help="Volume (ml) and mean HU per organ, JSON"),
+    statistics: bool = typer.Option(False, "--statistics", help="Volume (ml), mean/std HU per organ: a JSON per case "
+                                    "and one statistics.csv for the batch (one row per organ per case)"),
+    output_type: str = typer.Option("nifti", "--output-type", help="nifti | dicom-seg | both: DICOM SEG (one "
+                                    "segment per organ, coded, referencing the source series) for DICOM inputs"),
+    dicom_reference: Optional[Path] = typer.Option(None, "--dicom-reference", help="The DICOM series a NIfTI input "
+                                                   "came from, for --output-type dicom-seg/both (one input)"),
     preview: bool = typer.Option(False, "--preview", help="PNG of three orthogonal slices with overlay"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists (resume)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
@@ -42,21 +47,24 @@ def segment(
     """Segment organs in CT volumes with PCT-Net. Output: label map with exactly the input geometry,
     a JSON sidecar with label names, and optional statistics, preview and probabilities."""
     from mis.pipelines.ct_segmentation.pipeline import CTSegmentationPipeline
-    from mis.pipelines.ct_segmentation.run import SegmentOptions, plan_items, segment_files
+    from mis.pipelines.ct_segmentation.run import (SegmentOptions, plan_items, segment_files, statistics_csv_path,
+                                                   write_statistics_csv)
     from mis.registry import resolve_checkpoint
 
     runtime = runtime_of(ctx)
-    items = plan_items(inputs, output)
+    options = SegmentOptions(roi_subset=_split_names(roi_subset), save_probabilities=save_probabilities,
+                             statistics=statistics, preview=preview, skip_existing=skip_existing,
+                             overwrite=overwrite, output_type=output_type, dicom_reference=dicom_reference)
+    items = plan_items(inputs, output, options)
     checkpoint = resolve_checkpoint("ct_segmentation", model, fast=fast)
     with model_option():
         pipeline = CTSegmentationPipeline.from_checkpoint(checkpoint, runtime, overlap=0.25 if fast else overlap,
                                                           tta=tta and not fast)
-    options = SegmentOptions(roi_subset=_split_names(roi_subset), save_probabilities=save_probabilities,
-                             statistics=statistics, preview=preview, skip_existing=skip_existing,
-                             overwrite=overwrite)
     summary = segment_files(pipeline, items, options, runtime)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
         raise typer.Exit(0)
+    if statistics and summary.done:
+        write_statistics_csv(statistics_csv_path(output), summary)
     report_run(summary, runtime, "mis segment", extra_columns=["windows", "windows_skipped", "warning"],
                run_info=pipeline.run_info())
 
@@ -80,6 +88,10 @@ def train_segment(
     full: bool = typer.Option(False, "--full", help="Paper-size PCT-Net (64x128x128 patches, 24..512 channels; "
                               "GPU) instead of the fast CPU configuration"),
     spacing: Optional[float] = typer.Option(None, help="Isotropic model spacing in mm (default 4 fast, 1.5 full)"),
+    partial_scans: float = typer.Option(0.35, "--partial-scans", min=0.0, max=1.0,
+                                        help="Share of patches cut like a partial scan (a slab of the window; half "
+                                        "as many get a field-of-view cut), so slabs and cut-off scans are in "
+                                        "distribution (0: never)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -95,7 +107,7 @@ def train_segment(
         labels_map=read_labels_map(labels_map) if labels_map else None, phantoms=phantoms, steps=steps,
         batch_size=batch, lr=lr, fast=not full, spacing=(spacing,) * 3 if spacing else None, init=init,
         device=runtime.device, precision=runtime.precision, seed=runtime.seed, resume=resume, half=half,
-        progress=runtime.chatty)
+        progress=runtime.chatty, partial_scans=partial_scans, command=command_line())
     log = training_log(runtime)
     result = train_segmentation(options, log=log)
     if runtime.json:

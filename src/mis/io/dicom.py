@@ -222,6 +222,10 @@ def _assemble(folder: Path, uid: str, slices: list[_Slice], skipped: list[str]) 
         raise InputError(folder, "single slice, not a volume (the series has only one image)")
 
     # Same image size, pixel spacing and orientation for every slice.
+    frames_of_reference = {str(s.ds.get("FrameOfReferenceUID", "") or "") for s in slices} - {""}
+    if len(frames_of_reference) > 1:
+        raise InputError(folder, f"inconsistent frame of reference: {len(frames_of_reference)} FrameOfReferenceUIDs "
+                         "in one series (slices from different patient positionings cannot form one volume)")
     sizes = {(int(s.ds.Rows), int(s.ds.Columns)) for s in slices}
     if len(sizes) > 1:
         shown = ", ".join(f"{r}x{c}" for r, c in sorted(sizes))
@@ -342,6 +346,8 @@ def _assemble(folder: Path, uid: str, slices: list[_Slice], skipped: list[str]) 
         "n_slices": len(slices),
         "files": names,
         "skipped_files": skipped,
+        "study_uid": str(first.get("StudyInstanceUID", "") or ""),
+        "frame_of_reference_uid": next(iter(frames_of_reference), ""),
         "transfer_syntax": f"{ts.name} ({ts})" if isinstance(ts, UID) else str(ts),
         "rescale_slope": sorted(slopes),
         "rescale_intercept": sorted(intercepts),

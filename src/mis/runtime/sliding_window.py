@@ -59,8 +59,12 @@ def sliding_window_predict(
     empty_output: torch.Tensor | None = None,  # (K,) output of an empty window
     stitch_device: str | torch.device | None = None,
     progress: bool = False,
+    pad_value: float | None = None,            # what lies beyond the volume's edges (default: its minimum)
 ) -> tuple[torch.Tensor, WindowStats]:
-    """Gaussian-blended (sigma = 1/8 window) probabilities, (B, K, *spatial), float32."""
+    """Gaussian-blended (sigma = 1/8 window) probabilities, (B, K, *spatial), float32.
+
+    A volume smaller than the window along an axis is padded symmetrically (the data centred in the window)
+    with `pad_value`."""
     stats = WindowStats()
     stitch = torch.device(stitch_device) if stitch_device is not None else policy.device
     predictor = _skipping_predictor(predict, is_empty, empty_output, stats, out_channels)
@@ -70,7 +74,8 @@ def sliding_window_predict(
             return sliding_window_inference(
                 volume, roi_size=tuple(roi_size), sw_batch_size=window_batch, predictor=predictor,
                 overlap=overlap, mode="gaussian", sigma_scale=0.125, padding_mode="constant",
-                cval=float(volume.min()) if volume.numel() else 0.0, sw_device=policy.device,
+                cval=pad_value if pad_value is not None else (float(volume.min()) if volume.numel() else 0.0),
+                sw_device=policy.device,
                 device=device, progress=progress)
 
     try:

@@ -124,17 +124,36 @@ class CTSegmentationPipeline(Pipeline):
         crop = grid[box][None, None]  # (1, 1, d, h, w)
         background = torch.zeros(self.num_classes)
         background[0] = 1.0
+        # Beyond a partial scan's edges lies what the scanner did not see: pad with air (the bottom of the intensity
+        # window), as training does when it cuts scans short, never with the crop's own minimum (fat inside a body
+        # crop) or 0 (water).
+        outside = hu_to_normalised(window[0], window)
         probs_crop, stats = sliding_window_predict(
             crop, self._predict_windows, self.roi_size, self.num_classes, self.policy,
             overlap=self.overlap, batch_size=self.batch_size,
             is_empty=(lambda w: w.flatten(1).amax(dim=1) <= air) if self.skip_empty else None,
-            empty_output=background, stitch_device="cpu")
+            empty_output=background, stitch_device="cpu", pad_value=outside)
         probs = background.view(-1, 1, 1, 1).repeat(1, *grid.shape)
         probs[(slice(None), *box)] = probs_crop[0]
         info = {"grid_shape": list(grid_info.grid_shape), "windows": stats.windows,
                 "tta_passes": len(flip_combinations(self.tta, self.preprocessing.get("mirror_axes", (0, 1, 2)))),
                 "windows_skipped": stats.skipped, **self.run_info()}
+        partial = self.partial_coverage(grid.shape)
+        if partial:
+            info["warnings"] = partial
         return probs, info, grid_info
+
+    def partial_coverage(self, grid_shape) -> list[str]:
+        """A warning per axis along which the scan is shorter than the model's window: a partial scan, where an
+        organ cut by the scan's edge is segmented from what is visible."""
+        spacing = self.preprocessing["spacing"]   # (x, y, z) mm; network axes are (S, A, R) = (z, y, x)
+        warnings = []
+        for axis, name, mm in zip(range(3), ("head-foot", "front-back", "left-right"), reversed(spacing)):
+            covered, window = grid_shape[axis] * mm, self.roi_size[axis] * mm
+            if covered < window:
+                warnings.append(f"partial scan: it covers {covered:.0f} mm {name}, less than the model's "
+                                f"{window:.0f} mm window")
+        return warnings
 
     def __call__(self, image: np.ndarray, meta: VolumeMeta, *, roi_subset: list[str] | None = None,
                  return_probabilities: bool = False) -> SegmentationResult:

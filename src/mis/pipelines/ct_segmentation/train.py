@@ -53,6 +53,7 @@ class SegTrainOptions(RunOptions):
     phantoms: int = 0                 # synthetic labelled phantoms added to the training set
     phantom_seed: int = 1000
     real_fraction: float = 0.25       # share of patches drawn from real (file) cases when phantoms are mixed in
+    partial_scans: float = 0.35       # share of patches cut like a partial scan (slab / field of view)
     val_phantoms: int = 2
     steps: int = 2000
     batch_size: int = 2
@@ -146,14 +147,43 @@ def crop_or_pad(volume: torch.Tensor, start: list[int], size: tuple[int, ...], f
     return out
 
 
+def cut_like_a_partial_scan(image: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, background: float,
+                            axial: float, field_of_view: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make a (D, H, W) = (S, A, R) patch look like part of a partial scan, as inference sees one.
+
+    With probability `axial` the scan covers only a slab of the window (from 4 slices to all of them, placed
+    anywhere, so one or both of its ends can fall inside); with probability `field_of_view` one side of the
+    field of view cuts into the body. Outside the scanned region the image is what inference pads with (air,
+    `background`) and the labels are background: that region is never part of an output.
+    """
+    depth = image.shape[0]
+    if rng.random() < axial:
+        thickness = int(rng.integers(4, depth + 1))
+        low = int(rng.integers(-thickness // 2, depth - thickness // 2 + 1))
+        high = low + thickness
+        image, labels = image.clone(), labels.clone()
+        image[:max(0, low)], labels[:max(0, low)] = background, 0
+        image[max(0, high):], labels[max(0, high):] = background, 0
+    if rng.random() < field_of_view:
+        axis = int(rng.integers(1, 3))
+        size = image.shape[axis]
+        cut = int(size * rng.uniform(0.1, 0.4))
+        index = [slice(None)] * 3
+        index[axis] = slice(0, cut) if rng.random() < 0.5 else slice(size - cut, size)
+        image, labels = image.clone(), labels.clone()
+        image[tuple(index)], labels[tuple(index)] = background, 0
+    return image, labels
+
+
 class PatchSampler:
     """Batches as a pure function of (rng, step), so training resumes exactly."""
 
     def __init__(self, cases: list[Case], roi: tuple[int, int, int], batch_size: int, background: float,
                  foreground_fraction: float = 1 / 3, weights: list[float] | None = None,
-                 mirror_axes: tuple[int, ...] = (0, 1, 2)):
+                 mirror_axes: tuple[int, ...] = (0, 1, 2), partial_scans: float = 0.0):
         self.cases, self.roi, self.batch_size, self.mirror_axes = cases, roi, batch_size, tuple(mirror_axes)
         self.background, self.foreground_fraction = background, foreground_fraction
+        self.partial_scans = partial_scans   # probability of an axial cut; a field-of-view cut has half of it
         weights = np.asarray(weights if weights is not None else [1.0] * len(cases), dtype=np.float64)
         self.probabilities = weights / weights.sum()
 
@@ -173,6 +203,9 @@ class PatchSampler:
             start = self._start(rng, case)
             x = crop_or_pad(case.image, start, self.roi, self.background)
             y = crop_or_pad(case.labels, start, self.roi, 0)
+            if self.partial_scans:
+                x, y = cut_like_a_partial_scan(x, y, rng, self.background, self.partial_scans,
+                                               self.partial_scans / 2)
             flips = [axis for axis in self.mirror_axes if rng.random() < 0.5]
             if flips:
                 x, y = x.flip(flips), y.flip(flips)
@@ -224,19 +257,29 @@ def network_config(options: SegTrainOptions, num_classes: int) -> PCTNetConfig:
 
 
 def validation_dice(model, cases: list[Case], roi, num_classes: int, policy, background: float) -> dict:
-    """Full-volume sliding-window Dice on the network grid, per class and mean."""
+    """Full-volume sliding-window Dice on the network grid, per class and mean; and the mean Dice of a 40 mm slab
+    through the middle of each case segmented on its own (`val_dice_slab`: how partial scans fare)."""
     model.eval()
-    scores = []
+    scores, slab_scores = [], []
+
+    def predict(x):
+        with policy.autocast():
+            return torch.softmax(model(x).float(), dim=1)
+
+    def probabilities(image):
+        probs, _ = sliding_window_predict(image[None, None], predict, roi, num_classes, policy, overlap=0.25,
+                                          batch_size=2, stitch_device="cpu", pad_value=background)
+        return probs[0].cpu()
+
     for case in cases:
-        def predict(x):
-            with policy.autocast():
-                return torch.softmax(model(x).float(), dim=1)
-        probs, _ = sliding_window_predict(case.image[None, None], predict, roi, num_classes, policy,
-                                          overlap=0.25, batch_size=2, stitch_device="cpu")
-        scores.append(soft_dice_per_class(probs[0].cpu(), case.labels, num_classes))
+        scores.append(soft_dice_per_class(probabilities(case.image), case.labels, num_classes))
+        depth = case.image.shape[0]
+        slab = slice(max(0, depth // 2 - 5), depth // 2 + 5)   # 10 slices = 40 mm on the 4 mm grid
+        slab_scores.append(soft_dice_per_class(probabilities(case.image[slab]), case.labels[slab], num_classes))
     model.train()
     per_class = torch.stack(scores).mean(0)
-    return {"val_dice": float(per_class.mean()), **{f"val_dice_{i + 1}": float(v) for i, v in enumerate(per_class)}}
+    return {"val_dice": float(per_class.mean()), **{f"val_dice_{i + 1}": float(v) for i, v in enumerate(per_class)},
+            "val_dice_slab": float(torch.stack(slab_scores).mean())}
 
 
 def train_segmentation(options: SegTrainOptions, log=print) -> dict:
@@ -279,7 +322,7 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
     if real and synthetic:  # a few real volumes among many phantoms: give them a fixed share of patches
         weights = [options.real_fraction / len(real)] * len(real) + [(1 - options.real_fraction) / len(synthetic)] * len(synthetic)
     sampler = PatchSampler(cases, tuple(config.input_size), options.batch_size, background, weights=weights,
-                           mirror_axes=preprocessing["mirror_axes"])
+                           mirror_axes=preprocessing["mirror_axes"], partial_scans=options.partial_scans)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=options.steps, power=0.9)
 
@@ -314,7 +357,8 @@ def train_segmentation(options: SegTrainOptions, log=print) -> dict:
                                 "batch_size": options.batch_size, "lr": options.lr, "seed": options.seed,
                                 "init": str(options.init) if options.init else None,
                                 "init_loaded": len(init_report["loaded"]) if init_report else None,
-                                "real_fraction": options.real_fraction if weights else None},
+                                "real_fraction": options.real_fraction if weights else None,
+                                "partial_scans": options.partial_scans, "command": options.command},
                       metrics={k: v for k, v in final.items() if k.startswith("val_") or k == "best_step"})
     target = options.out / "model.safetensors"
     if rank == 0:  # under DDP every rank holds the same weights; one writes them

@@ -67,11 +67,12 @@ class RunOptions:
     resume: bool = False   # continue exactly from the run folder's last checkpoint(s)
     half: bool = False     # store the final weights as fp16
     progress: bool = True
+    command: str = ""      # the command line that started the run, recorded in the card
 
 
 # Option fields that say where and how a run executes, or how long, not what it trains: free to change on
 # --resume (a larger step count extends the run).
-RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half", "steps")
+RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half", "steps", "command")
 
 
 def resume_settings(options: Any) -> dict[str, Any]:
