@@ -89,7 +89,7 @@ def test_segment_batch_continues_past_bad_inputs(tiny_ct_checkpoint, phantom_fil
             assert Path(item["source"]).name in item["error"] or item["source"] in item["error"]
             assert "\n" not in item["error"] and "Traceback" not in item["error"]
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["case1_seg.json", "case1_seg.nii.gz", "case1_seg_statistics.json"], written
+    assert written == ["case1_seg.json", "case1_seg.nii.gz", "case1_seg_statistics.json", "statistics.csv"], written
     for path, content in before.items():  # inputs are only read
         assert content is None or path.read_bytes() == content
 
