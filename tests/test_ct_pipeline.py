@@ -167,3 +167,40 @@ def test_two_training_images_with_one_case_name_are_refused(phantom_file, tmp_pa
     labels = phantom_file.with_name("case1_labels.nii.gz")
     with pytest.raises(InputError, match="also names"):
         file_cases([str(tmp_path / "a"), str(tmp_path / "b")], [str(labels)], None, DEFAULT_PREPROCESSING)
+
+
+def test_a_scan_shorter_than_the_window_is_padded_with_air_and_reported(tiny_ct_checkpoint, phantom_file, tmp_path):
+    """A slab is padded beyond its edges with what the scanner did not see (air, as training cuts patches), and
+    the table, JSON and sidecar say that it is a partial scan."""
+    import json
+
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from mis.cli.main import app
+
+    image = nib.load(phantom_file)
+    data = np.asarray(image.dataobj)
+    axis = int(np.argmax(np.abs(image.affine[2, :3])))
+    index = [slice(None)] * 3
+    index[axis] = slice(10, 14)
+    shift = np.eye(4)
+    shift[axis, 3] = 10
+    slab = tmp_path / "slab.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data[tuple(index)]), image.affine @ shift), slab)
+    result = CliRunner().invoke(app, ["--json", "segment", str(slab), "-o", str(tmp_path / "out"), "--model",
+                                      str(tiny_ct_checkpoint)])
+    assert result.exit_code == 0, result.output
+    warning = json.loads(result.stdout)["items"][0]["warning"]
+    assert "partial scan: it covers" in warning and "head-foot" in warning
+    assert "partial scan" in json.loads((tmp_path / "out" / "slab_seg.json").read_text())["warning"]
+
+    # a slab of soft tissue only (no air inside its crop): what the windows see beyond it is air
+    seen = []
+    pipeline = pipeline_from(tiny_ct_checkpoint)
+    original = pipeline._predict_windows
+    pipeline._predict_windows = lambda windows: (seen.append(windows.clone()), original(windows))[1]
+    tissue = np.full((30, 30, 3), 40.0, np.float32)
+    pipeline(tissue, lps_meta(tissue.shape, spacing=(12.0, 12.0, 12.0)))
+    values = torch.unique(torch.cat(seen))
+    assert float(values.min()) == -1.0 and float(values.max()) == pytest.approx(0.04)   # air padding, 40 HU inside

@@ -207,7 +207,7 @@ def test_a_run_folder_is_only_continued_with_the_same_settings(tmp_path):
     resumed = make_trainer(tmp_path, 5, resume=True, settings={"window": 100, "net": {"hidden": 16}})
     final = resumed.fit(StepSeededBatches(regression_batch, seed=7))
     assert resumed.step == 5 and final["step"] == 5 and "loss" in final
-    # a finished run is extended by a larger step count
+    # a finished run is extended by a larger step count, its schedule stretched to the new length
     extended = make_trainer(tmp_path, 8, resume=True, settings={"window": 100, "net": {"hidden": 16}})
     final = extended.fit(StepSeededBatches(regression_batch, seed=7))
     assert extended.step == 8 and final["step"] == 8
@@ -238,3 +238,16 @@ def test_training_auto_follows_one_rule(tmp_path):
         assert trainer.policy.device.type == "cuda" and trainer.policy.precision in ("bf16", "fp16")
     else:
         assert trainer.policy.precision == "fp32" and trainer.policy.device.type in ("cpu", "mps")
+
+
+def test_extending_a_run_stretches_a_polynomial_schedule(tmp_path):
+    """PolynomialLR keeps its length in its state: loaded as saved, an extension would train at lr 0."""
+    def trainer(steps):
+        t = make_trainer(tmp_path, steps, resume=True)
+        t.schedulers = {"scheduler": torch.optim.lr_scheduler.PolynomialLR(t.optimizer, total_iters=steps)}
+        return t
+
+    trainer(4).fit(StepSeededBatches(regression_batch, seed=7))
+    trainer(8).fit(StepSeededBatches(regression_batch, seed=7))
+    rates = {r["step"]: r["lr"] for r in read_metrics(tmp_path)}
+    assert rates[4] == 0.0 and rates[5] > 0 and rates[7] > rates[8] == 0.0, rates

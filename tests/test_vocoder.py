@@ -385,3 +385,51 @@ def test_mel_records_its_convention_and_vocode_checks_it(tmp_path):
     assert result.exit_code == 1 and "another mel convention" in result.stderr and "sample_rate 16000 vs 22050" \
         in result.stderr
     assert not (tmp_path / "w").exists() or not list((tmp_path / "w").iterdir())
+
+
+def test_amplitude_prior_starts_from_the_mel_pseudo_inverse_and_leaves_upstream_keys_alone():
+    from mis.transforms.audio import amplitude_from_mel, mel_pseudo_inverse
+
+    plain = APNet(TINY)
+    prior = APNet(APNetConfig(asp_channels=16, psp_channels=16, amplitude_prior=True))
+    assert set(prior.state_dict()) == set(plain.state_dict())   # imported weights map as before
+    with torch.no_grad():   # a zero residual: the prior alone
+        conv = prior.ASP_output_conv
+        conv.parametrizations.weight.original0.zero_()   # the weight-norm gain: w = g v / |v| = 0
+        conv.bias.zero_()
+    mel = torch.from_numpy(log_mel(torch.from_numpy(speech_like(0.5))[None], MEL_22K)[0].numpy())[None]
+    logamp, _ = prior.spectra(mel)
+    expected = amplitude_from_mel(mel, mel_pseudo_inverse(MEL_22K))
+    torch.testing.assert_close(logamp, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_phase_refinement_streams_in_chunks_equal_to_one_pass(tmp_path):
+    torch.manual_seed(1)
+    config = APNetConfig(asp_channels=16, psp_channels=16, amplitude_prior=True)
+    card = build_card("apnet", config.to_dict(), task="vocoder", preprocessing={"mel": MEL_22K.to_dict()})
+    card["inference"] = {"phase_refine": 4}
+    mel = log_mel(torch.from_numpy(speech_like(1.5))[None], MEL_22K)[0].numpy()
+    one_pass = VocoderPipeline(APNet(config), card, chunk_frames=100_000)
+    torch.manual_seed(1)
+    chunked = VocoderPipeline(APNet(config), card, chunk_frames=32)
+    assert one_pass.phase_refine == 4 and chunked.refine_frames == 12
+    whole, pieces = one_pass(mel).waveform, chunked(mel).waveform
+    np.testing.assert_allclose(pieces, whole, atol=1e-4)
+    pure = VocoderPipeline(APNet(config), card, phase_refine=0)
+    assert pure.run_info()["phase_refine"] == 0 and not np.allclose(pure(mel).waveform, whole, atol=1e-3)
+
+
+def test_griffin_lim_refinement_improves_a_given_phase():
+    """Refining from a rough phase brings the STFT of the result closer to the target amplitude."""
+    from mis.transforms.audio import griffin_lim, istft, stft
+
+    wave = torch.from_numpy(speech_like(1.0))[None]
+    spectrum = stft(wave, MEL_22K)
+    amplitude = spectrum.abs()
+    rough = torch.angle(spectrum) + 0.8 * torch.randn(spectrum.shape, generator=torch.Generator().manual_seed(0))
+
+    def inconsistency(phase):
+        again = stft(istft(torch.polar(amplitude, phase), MEL_22K), MEL_22K)[..., :amplitude.shape[-1]].abs()
+        return float((again - amplitude).abs().mean())
+
+    assert inconsistency(griffin_lim(amplitude, rough, MEL_22K, 16)) < 0.6 * inconsistency(rough)

@@ -37,7 +37,8 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def build_card(family: str, config: dict, *, task: str, preprocessing: dict | None = None,
                labels: dict | None = None, training: dict | None = None, metrics: dict | None = None,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, inference: dict | None = None) -> dict:
+    """`inference`: the model's default inference settings (e.g. a vocoder's phase refinement)."""
     return {
         "format": CARD_FORMAT,
         "task": task,
@@ -48,6 +49,7 @@ def build_card(family: str, config: dict, *, task: str, preprocessing: dict | No
         "training": training or {},
         "metrics": metrics or {},
         "extra": extra or {},
+        **({"inference": inference} if inference else {}),
     }
 
 

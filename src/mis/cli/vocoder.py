@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mis.cli.common import (cell, model_option, print_json, report_evaluation, report_run, reports_errors,
+from mis.cli.common import (cell, command_line, model_option, print_json, report_evaluation, report_run, reports_errors,
                             runtime_of, single_process, training_log)
 
 
@@ -49,6 +49,9 @@ def vocode(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Vocoder checkpoint (default: shipped demo)"),
     chunk_frames: int = typer.Option(1024, "--chunk-frames", min=16, help="Frames per chunk (memory is flat in "
                                      "input length; output equals one-pass inference)"),
+    phase_refine: Optional[int] = typer.Option(None, "--phase-refine", min=0, help="Griffin-Lim iterations started "
+                                               "from the network's phase on its amplitude (0: pure APNet; default: "
+                                               "the model card's)"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
 ) -> None:
@@ -63,7 +66,7 @@ def vocode(
     runtime = runtime_of(ctx)
     with model_option():
         pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
-                                                   chunk_frames=chunk_frames)
+                                                   chunk_frames=chunk_frames, phase_refine=phase_refine)
     items = plan(inputs, output, "mel", ".wav", "")
     summary = vocode_files(pipeline, items, runtime, skip_existing=skip_existing, overwrite=overwrite)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
@@ -86,11 +89,18 @@ def train_vocoder(
     lr: float = typer.Option(2e-4, help="AdamW learning rate"),
     val_files: int = typer.Option(4, "--val-files", min=0, help="Hold out the last N files (sorted) for validation"),
     disc_channels: int = typer.Option(32, "--disc-channels", min=4, help="MPD width (HiFi-GAN: 32); MSD uses 4x"),
+    amplitude_prior: bool = typer.Option(True, "--amplitude-prior/--no-amplitude-prior",
+                                         help="Predict the log-amplitude as a residual on the mel's pseudo-inverse "
+                                         "(not in upstream APNet; keeps the pitch harmonics from the first step)"),
+    phase_refine: int = typer.Option(0, "--phase-refine", min=0, help="The model's default Griffin-Lim iterations "
+                                     "from its phase at inference, recorded in its card"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
     """Train APNet: amplitude, anti-wrapping phase (IP/GD/PTD), STFT consistency, real/imag, mel and
     LSGAN + feature-matching losses with MPD + MSD; validation LSD on the held-out files."""
+    import dataclasses
+
     from mis.errors import UsageError
     from mis.io.files import resolve_inputs
     from mis.models.apnet import apnet_22k, apnet_demo_22k, apnet_paper_16k
@@ -103,6 +113,8 @@ def train_vocoder(
     if preset not in presets:
         raise UsageError(f"unknown --preset {preset!r}; valid: {', '.join(presets)}")
     network, mel = presets[preset]
+    network = dataclasses.replace(network, amplitude_prior=amplitude_prior, sample_rate=mel.sample_rate,
+                                  fmin=mel.fmin, fmax=mel.fmax)
     single_process("mis train vocoder")
     runtime = runtime_of(ctx)
     options = VocoderTrainOptions(
@@ -110,7 +122,7 @@ def train_vocoder(
         lr=lr, val_files=val_files, seed=runtime.seed,
         discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
-        progress=runtime.chatty)
+        progress=runtime.chatty, phase_refine=phase_refine, command=command_line())
     log = training_log(runtime)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:
@@ -123,10 +135,15 @@ def evaluate_vocoder(
     data: List[str] = typer.Argument(..., help="Reference WAV files, folders or globs"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Vocoder checkpoint (default: shipped demo)"),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Score only the first N seconds of each file"),
+    phase_refine: Optional[int] = typer.Option(None, "--phase-refine", min=0, help="Griffin-Lim iterations from the "
+                                               "network's phase (default: the model card's)"),
+    diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Also score the vocoder's parts "
+                                     "against the baselines that need no training (pure network, refined, pinv "
+                                     "amplitude + network phase, true amplitude + network phase)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
 ) -> None:
     """Copy-synthesis from each file's mel with the vocoder and with Griffin-Lim (32 iterations) on the same
-    mel: LSD, MCD, F0 RMSE, PESQ (wide band) and STOI, per file and mean."""
+    mel: LSD, MCD, F0 RMSE, PESQ (wide band) and STOI, per file and mean; with the vocoder's parts beside them."""
     from mis.io.files import resolve_each
     from mis.pipelines.vocoder.evaluate import evaluate_vocoder as run_evaluation
     from mis.pipelines.vocoder.pipeline import VocoderPipeline
@@ -134,8 +151,10 @@ def evaluate_vocoder(
 
     runtime = runtime_of(ctx)
     with model_option():
-        pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime)
-    report = {**pipeline.run_info(), **run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds)}
+        pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
+                                                   phase_refine=phase_refine)
+    report = {**pipeline.run_info(), **run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds,
+                                                      diagnostics)}
     report_evaluation(report, runtime, output, f"Copy synthesis of {len(report['cases'])} file(s), mean",
                       ["system", "LSD dB", "LSD 0-fmax dB", "MCD dB", "F0 RMSE cents", "PESQ wb", "STOI"],
                       lambda r: [[system, cell(m["lsd_db"]), cell(m["lsd_mel_band_db"]), cell(m["mcd_db"]),

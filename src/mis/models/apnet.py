@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from mis.models.common import DictConfig, count_parameters  # noqa: F401  (re-exported)
-from mis.transforms.audio import STFTConfig, polar_to_wave
+from mis.transforms.audio import MelConfig, STFTConfig, amplitude_from_mel, mel_pseudo_inverse, polar_to_wave
 
 LRELU_SLOPE = 0.1
 ATAN2_EPS = 1e-5  # added to R where it is exactly 0, so atan2's gradient stays finite
@@ -44,6 +44,13 @@ class APNetConfig(DictConfig):
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     input_conv_kernel_size: int = 7
     output_conv_kernel_size: int = 7
+    # Amplitude prior (not in upstream APNet; off for imported weights): the log-amplitude is predicted as a residual
+    # on log(pinv(filterbank) @ mel), as AP-BWE predicts a residual on its narrowband input. The filterbank is the
+    # mel convention's (sample rate and band edges below), built at construction: no extra weights.
+    amplitude_prior: bool = False
+    sample_rate: int = 22050
+    fmin: float = 0.0
+    fmax: float | None = 8000.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resblock_kernel_sizes", tuple(self.resblock_kernel_sizes))
@@ -57,6 +64,12 @@ class APNetConfig(DictConfig):
     def stft(self) -> STFTConfig:
         """The framing of the network's inverse STFT (it must equal its mel convention's)."""
         return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
+
+    @property
+    def mel(self) -> MelConfig:
+        """The mel convention the amplitude prior inverts."""
+        return MelConfig(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length, n_mels=self.n_mels,
+                         sample_rate=self.sample_rate, fmin=self.fmin, fmax=self.fmax)
 
 
 def apnet_paper_16k() -> APNetConfig:
@@ -126,6 +139,8 @@ class APNet(nn.Module):
         self.ASP_output_conv = _conv(c.asp_channels, c.freq_bins, c.output_conv_kernel_size)
         self.PSP_output_R_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
         self.PSP_output_I_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
+        if c.amplitude_prior:   # not persistent: rebuilt from the config, so state dicts keep upstream's keys
+            self.register_buffer("prior_basis", mel_pseudo_inverse(c.mel), persistent=False)
 
     @staticmethod
     def _branch(x: torch.Tensor, blocks: nn.ModuleList, mask: torch.Tensor | None) -> torch.Tensor:
@@ -139,6 +154,8 @@ class APNet(nn.Module):
         mask = None if lengths is None else frame_mask(lengths, mel.shape[-1])
         mel = _masked(mel, mask)
         logamp = self.ASP_output_conv(self._branch(self.ASP_input_conv(mel), self.ASP_ResNet, mask))
+        if self.config.amplitude_prior:
+            logamp = logamp.float() + amplitude_from_mel(mel, self.prior_basis)
         hidden = self._branch(self.PSP_input_conv(mel), self.PSP_ResNet, mask)
         real, imag = self.PSP_output_R_conv(hidden), self.PSP_output_I_conv(hidden)
         real = torch.where(real == 0, torch.full_like(real, ATAN2_EPS), real)

@@ -116,6 +116,36 @@ def mel_filterbank(config: MelConfig) -> torch.Tensor:
     return fbank.T.contiguous()
 
 
+def mel_pseudo_inverse(config: MelConfig) -> torch.Tensor:
+    """[n_fft // 2 + 1, n_mels]: the Moore-Penrose pseudo-inverse of the filterbank (double precision, then float).
+    Below about 1 kHz the Slaney filters are narrower than a voice's harmonic spacing, so pinv(fbank) @ mel keeps
+    the pitch harmonics there: an amplitude estimate that needs no training."""
+    return torch.linalg.pinv(mel_filterbank(config).double()).float()
+
+
+def amplitude_from_mel(log_mel_frames: torch.Tensor, basis: torch.Tensor, floor: float = AMPLITUDE_EPS) -> torch.Tensor:
+    """log(max(pinv @ exp(mel), floor)): [B, n_mels, T] natural-log mel -> [B, F, T] log-amplitude, in fp32."""
+    linear = torch.matmul(basis.to(log_mel_frames.device, torch.float32), torch.exp(log_mel_frames.float()))
+    return torch.log(torch.clamp(linear, min=floor))
+
+
+def griffin_lim(amplitude: torch.Tensor, phase: torch.Tensor, config: STFTConfig, iterations: int,
+                momentum: float = 0.99) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013, torchaudio's update) from a given start phase: [B, F, T] amplitude
+    and phase -> the refined phase. Each iteration couples a frame with its neighbours within one window, so the
+    result at a frame depends on +-(n_fft / hop - 1) x iterations frames around it (what chunked streaming must
+    give as context)."""
+    angles = torch.polar(torch.ones_like(amplitude), phase)
+    previous = torch.zeros_like(angles)
+    frames = amplitude.shape[-1]
+    for _ in range(iterations):
+        rebuilt = stft(istft(amplitude * angles, config), config)[..., :frames]
+        angles = rebuilt - previous * (momentum / (1 + momentum))
+        angles = angles / (angles.abs() + 1e-16)
+        previous = rebuilt
+    return torch.angle(angles)
+
+
 def log_mel(wave: torch.Tensor, config: MelConfig, fbank: torch.Tensor | None = None) -> torch.Tensor:
     """[B, samples] -> natural-log mel [B, n_mels, frames]."""
     fbank = mel_filterbank(config).to(wave.device, wave.dtype) if fbank is None else fbank

@@ -154,8 +154,13 @@ def score_pair(generated: np.ndarray, reference: np.ndarray, config: MelConfig) 
 METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "pesq_wb", "stoi")
 
 
-def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dict:
+def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None, diagnostics: bool = True) -> dict:
     """Copy-synthesis of each file with the vocoder and with Griffin-Lim on the same mel; per-file and mean scores.
+
+    With `diagnostics`, also the parts of the vocoder against the simplest baselines, on the same mel: the pure
+    network (no phase refinement), the network's amplitude refined by 32 Griffin-Lim iterations from its phase,
+    the mel's pseudo-inverse amplitude with the network's phase, and the true amplitude with the network's phase
+    (which part, amplitude or phase, limits the quality).
 
     `paths` may hold InputErrors (arguments that did not resolve); those and unreadable files are listed
     under "errors" and the other files are still scored.
@@ -166,16 +171,18 @@ def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None) -> dic
         try:
             if isinstance(path, InputError):
                 raise path
-            cases.append(_score_file(pipeline, path, seconds, fbank))
+            cases.append(_score_file(pipeline, path, seconds, fbank, diagnostics))
         except InputError as exc:
             errors.append({"file": exc.path, "error": str(exc)})
     if not cases:
         raise MisError("no file could be scored" + (f" ({errors[0]['error']})" if errors else ""))
-    return {"cases": cases, "mean": {system: _means([c[system] for c in cases]) for system in ("vocoder", "griffin_lim")},
-            "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "errors": errors}
+    systems = [name for name in cases[0] if isinstance(cases[0][name], dict)]
+    return {"cases": cases, "mean": {system: _means([c[system] for c in cases]) for system in systems},
+            "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "phase_refine": pipeline.phase_refine,
+            "errors": errors}
 
 
-def _score_file(pipeline, path, seconds: float | None, fbank: torch.Tensor) -> dict:
+def _score_file(pipeline, path, seconds: float | None, fbank: torch.Tensor, diagnostics: bool) -> dict:
     config = pipeline.mel_config
     samples, _ = read_audio_at(path, config.sample_rate)
     if seconds:
@@ -184,10 +191,33 @@ def _score_file(pipeline, path, seconds: float | None, fbank: torch.Tensor) -> d
         raise InputError(path, f"audio too short ({len(samples)} samples at {config.sample_rate} Hz) for "
                          f"n_fft {config.n_fft}")
     mel = log_mel(torch.from_numpy(samples)[None], config, fbank)[0].numpy()
-    vocoded = pipeline(mel).waveform
-    baseline = griffin_lim(mel, config, length=len(samples))
+    systems = {"vocoder": pipeline(mel).waveform, "griffin_lim": griffin_lim(mel, config, length=len(samples))}
+    if diagnostics:
+        systems.update(_parts(pipeline, mel, samples))
     return {"file": str(path), "seconds": round(len(samples) / config.sample_rate, 2),
-            "vocoder": score_pair(vocoded, samples, config), "griffin_lim": score_pair(baseline, samples, config)}
+            **{name: score_pair(wave, samples, config) for name, wave in systems.items()}}
+
+
+@torch.inference_mode()
+def _parts(pipeline, mel: np.ndarray, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """The vocoder taken apart, each part against what needs no training (see `evaluate_vocoder`)."""
+    from mis.transforms.audio import AMPLITUDE_EPS, amplitude_from_mel, griffin_lim as refine, mel_pseudo_inverse
+
+    config = pipeline.mel_config
+    logamp, phase = (t[None] for t in pipeline.spectra(mel))
+    stft_config = pipeline.model.config.stft
+    frames = logamp.shape[-1]
+    true_logamp = torch.log(stft(torch.from_numpy(samples)[None], config).abs()[..., :frames] + AMPLITUDE_EPS)
+    pinv_logamp = amplitude_from_mel(torch.from_numpy(mel)[None], mel_pseudo_inverse(config))
+
+    def synthesise(amplitude: torch.Tensor, angle: torch.Tensor) -> np.ndarray:
+        return pipeline.model.synthesize(amplitude, angle)[2][0].cpu().numpy()
+
+    refined = refine(torch.exp(logamp), phase, stft_config, GRIFFIN_LIM_ITERATIONS)
+    return {"network (pure)": synthesise(logamp, phase),
+            f"network + {GRIFFIN_LIM_ITERATIONS} GL from its phase": synthesise(logamp, refined),
+            "pinv amplitude + network phase": synthesise(pinv_logamp, phase),
+            "true amplitude + network phase": synthesise(true_logamp, phase)}
 
 
 def _means(scores: list[dict]) -> dict:

@@ -19,7 +19,7 @@ from mis.models.apnet import APNetConfig
 from mis.pipelines.base import Pipeline
 from mis.pipelines.card_checks import number, positive_int
 from mis.runtime.device import ComputePolicy
-from mis.transforms.audio import MelConfig, framing_mismatches
+from mis.transforms.audio import MelConfig, framing_mismatches, griffin_lim
 
 TASK = "vocoder"
 DEFAULT_CHUNK_FRAMES = 1024
@@ -86,6 +86,9 @@ def check_framing(network: APNetConfig, mel: MelConfig) -> None:
     differ = framing_mismatches(network.stft, mel)
     if network.n_mels != mel.n_mels:
         differ.append(f"n_mels {network.n_mels} vs {mel.n_mels}")
+    if network.amplitude_prior:   # the prior inverts the mel filterbank: it must be the card's
+        differ += [f"{name} {getattr(network, name)} vs {getattr(mel, name)}" for name in ("sample_rate", "fmin", "fmax")
+                   if getattr(network, name) != getattr(mel, name)]
     if differ:
         raise CheckpointError(f"checkpoint's network and mel convention disagree: {', '.join(differ)}")
 
@@ -142,14 +145,22 @@ class VocoderPipeline(Pipeline):
     task = TASK
 
     def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy | None = None, *,
-                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, **base_options):
+                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, phase_refine: int | None = None, **base_options):
         super().__init__(model, card, policy, **base_options)
+        # Griffin-Lim iterations started from the network's phase on its amplitude (0: pure APNet); the card holds
+        # the model's default (models trained with an amplitude prior on a CPU ship with refinement on)
+        self.phase_refine = int(card.get("inference", {}).get("phase_refine", 0) if phase_refine is None
+                                else phase_refine)
+        if self.phase_refine < 0:
+            raise ValueError(f"phase_refine must be >= 0, not {self.phase_refine}")
         self.mel_config = MelConfig.from_dict(card["preprocessing"]["mel"])
         check_framing(model.config, self.mel_config)
         self.chunk_frames = int(chunk_frames)
         self.context = receptive_frames(model.config)
         # Frames whose overlap-add reaches a sample: the window spans n_fft samples around each frame centre.
         self.ola_frames = math.ceil(model.config.n_fft / (2 * model.config.hop_length)) + 1
+        # each Griffin-Lim iteration reaches one window's worth of frames further: chunks need that much more context
+        self.refine_frames = self.phase_refine * (math.ceil(model.config.n_fft / model.config.hop_length) - 1)
 
     @classmethod
     def card_problems(cls, card: dict) -> list[str]:
@@ -176,6 +187,16 @@ class VocoderPipeline(Pipeline):
         logamp, phase = self.forward(mel, lengths)
         return logamp.float(), phase.float()   # the ISTFT runs in fp32 whatever the network's precision
 
+    def _waveform(self, logamp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Synthesis from [B, F, T] spectra, after the phase refinement when there is one."""
+        if self.phase_refine:
+            phase = griffin_lim(torch.exp(logamp), phase, self.model.config.stft, self.phase_refine)
+        _, _, wave = self.model.synthesize(logamp, phase)
+        return wave
+
+    def run_info(self) -> dict:
+        return {**super().run_info(), "phase_refine": self.phase_refine}
+
     @torch.inference_mode()
     def batch(self, mels: list[np.ndarray]) -> list[np.ndarray]:
         """Several short mels (each at most `chunk_frames`) in padded forward passes; each output equals
@@ -193,7 +214,7 @@ class VocoderPipeline(Pipeline):
             logamp, phase = self._spectra(torch.from_numpy(padded).to(self.device), lengths)
             for row, i in enumerate(group):
                 n = mels[i].shape[1]
-                _, _, wave = self.model.synthesize(logamp[row:row + 1, :, :n], phase[row:row + 1, :, :n])
+                wave = self._waveform(logamp[row:row + 1, :, :n], phase[row:row + 1, :, :n])
                 waves[i] = wave[0].float().cpu().numpy()
         return waves  # type: ignore[return-value]
 
@@ -210,7 +231,7 @@ class VocoderPipeline(Pipeline):
         frames = mel.shape[1]
         hop = self.model.config.hop_length
         total = (frames - 1) * hop
-        pad = self.ola_frames
+        pad = self.ola_frames + self.refine_frames
         for start in range(0, frames, self.chunk_frames):
             stop = min(start + self.chunk_frames, frames)
             # spectra for frames [start - pad, stop + pad), computed with network context around them
@@ -219,7 +240,7 @@ class VocoderPipeline(Pipeline):
             x = torch.from_numpy(np.ascontiguousarray(mel[:, net_lo:net_hi]))[None].to(self.device)
             logamp, phase = self._spectra(x)
             keep = slice(spec_lo - net_lo, spec_hi - net_lo)
-            _, _, wave = self.model.synthesize(logamp[..., keep], phase[..., keep])
+            wave = self._waveform(logamp[..., keep], phase[..., keep])
             # samples [start*hop, stop*hop) of the whole signal, located inside this chunk's ISTFT
             first, last = start * hop, min(stop * hop, total)
             if last <= first:

@@ -45,6 +45,7 @@ class VocoderTrainOptions(RunOptions):
     lr_decay: float = 0.999       # per 100 steps (upstream: 0.999 per epoch)
     val_files: int = 4
     validate_every: int = 250
+    phase_refine: int = 0         # the card's default Griffin-Lim refinement at inference (0: pure APNet)
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
@@ -139,8 +140,9 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
                 "segment": options.segment, "lr": options.lr, "seed": options.seed,
                 "discriminator": options.discriminator.to_dict(),
                 "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
+    training["command"] = options.command
     return build_card("apnet", options.network.to_dict(), task=TASK, preprocessing={"mel": options.mel.to_dict()},
-                      training=training, metrics=metrics)
+                      training=training, metrics=metrics, inference={"phase_refine": options.phase_refine})
 
 
 def check_options(options: VocoderTrainOptions) -> None:

@@ -53,6 +53,18 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+def fast_forward(scheduler: Any, steps: int) -> None:
+    """Put a freshly built scheduler (and its optimizer's rates) where it would be after `steps` steps."""
+    import warnings
+
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "scheduler.step() before optimizer.step()": no optimizer step is meant
+        for _ in range(steps):
+            scheduler.step()
+
+
 def describe_record(record: Mapping[str, Any], max_steps: int) -> str:
     """'step 120/2000 loss 0.4312 val_dice 0.8123': what the display shows of a logged record."""
     parts = [f"step {record.get('step')}/{max_steps}"]
@@ -317,8 +329,15 @@ class Trainer:
                                  "options); resume with the run's options or choose another -o") from None
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
+        extended = state.get("max_steps") is not None and int(state["max_steps"]) != self.config.max_steps
         for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][name])
+            if extended:
+                # The saved schedule holds the old length (PolynomialLR's total_iters, CosineAnnealingLR's T_max) and
+                # its last rate (0 at a polynomial schedule's end, from which a chained schedule never rises):
+                # replay this run's schedule, of the new length, up to the step reached instead.
+                fast_forward(scheduler, int(state["step"]))
+            else:
+                scheduler.load_state_dict(state["schedulers"][name])
         if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.best = int(state["step"]), state["best"]
@@ -345,7 +364,7 @@ class Trainer:
         before = state.get("max_steps")
         if before is not None and int(before) != self.config.max_steps:
             self._notice(f"{self.config.description}: extending the run from {before} to {self.config.max_steps} "
-                         "steps (a step-dependent learning-rate schedule follows the new length from here)")
+                         "steps (a step-dependent learning-rate schedule is stretched to the new length from here)")
 
     def _wrap_ddp(self, module: nn.Module) -> nn.Module:
         if not is_distributed() or not any(p.requires_grad for p in module.parameters()):
