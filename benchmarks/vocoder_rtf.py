@@ -93,8 +93,29 @@ def main() -> int:
             base, mine = timed(baseline), timed(lambda: pipeline(mel))
             print(f"{name:>18} | {count_parameters(plain) / 1e6:6.2f}M | {threads:>7} | {base:13.3f} | {mine:7.3f} | "
                   f"{base / mine:7.2f}x | {args.seconds / mine:14.1f}x")
+    refined_table(mel, args.seconds)
     corpus_table(card, args.utterances)
     return 0
+
+
+def refined_table(mel: np.ndarray, seconds: float) -> None:
+    """The shipped demo as `mis vocode` runs it by default (its card's phase refinement) vs the pure network."""
+    from mis.registry import resolve_checkpoint
+    from mis.runtime.config import RuntimeConfig
+
+    runtime = RuntimeConfig(device="cpu", precision="fp32", quiet=True)
+    default = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", None), runtime)
+    if not default.phase_refine:
+        return
+    pure = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", None), runtime, phase_refine=0)
+    print(f"\nthe shipped demo on {seconds:.0f} s, default (Griffin-Lim {default.phase_refine} from the network's "
+          "phase) vs the pure network")
+    print(f"{'threads':>7} | {'pure s':>7} | {'default s':>9} | {'pure x real time':>16} | {'default x real time':>19}")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        plain, refined = timed(lambda: pure(mel)), timed(lambda: default(mel))
+        print(f"{threads:>7} | {plain:7.3f} | {refined:9.3f} | {seconds / plain:15.1f}x | {seconds / refined:18.1f}x",
+              flush=True)
 
 
 def corpus_table(card: dict, count: int, batch: int = 8) -> None:

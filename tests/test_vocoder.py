@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from conftest import shared_file
@@ -129,6 +130,22 @@ def test_losses_behave_as_defined():
     assert float(A.consistency_loss(spectrum.real, spectrum.imag, MEL_22K)) < 1e-6
     noisy = A.consistency_loss(spectrum.real + torch.randn_like(spectrum.real), spectrum.imag, MEL_22K)
     assert float(noisy) > 0.1
+
+
+def test_spectral_convergence_weighs_the_loud_harmonics():
+    wave = torch.from_numpy(speech_like(0.5))[None]
+    logamp = L.targets(wave, MEL_22K)["logamp"]
+    assert float(L.spectral_convergence(logamp, logamp)) < 1e-4
+    peaks = logamp > logamp.quantile(0.98)
+    # the same log-domain error (hence the same MSE) costs far more on the few loud bins than on the quiet ones
+    on_peaks, off_peaks = logamp - 1.0 * peaks, logamp - 1.0 * (~peaks & (torch.rand_like(logamp) < peaks.float().mean()))
+    assert abs(float(F.mse_loss(on_peaks, logamp)) - float(F.mse_loss(off_peaks, logamp))) < 0.01
+    assert float(L.spectral_convergence(on_peaks, logamp)) > 5 * float(L.spectral_convergence(off_peaks, logamp))
+    output = {"logamp": on_peaks, "phase": torch.zeros_like(logamp), "real": torch.zeros_like(logamp),
+              "imag": torch.zeros_like(logamp)}
+    target = L.targets(wave, MEL_22K)
+    paper = L.spectral_losses(output, target, MEL_22K)["total"]
+    assert float(L.spectral_losses(output, target, MEL_22K, 45.0)["total"] - paper) > 1.0
 
 
 def test_metrics_and_griffin_lim_baseline():

@@ -94,6 +94,9 @@ def train_vocoder(
                                          "(not in upstream APNet; keeps the pitch harmonics from the first step)"),
     phase_refine: int = typer.Option(0, "--phase-refine", min=0, help="The model's default Griffin-Lim iterations "
                                      "from its phase at inference, recorded in its card"),
+    convergence: float = typer.Option(45.0, "--convergence-weight", min=0.0,
+                                      help="Weight of the linear-amplitude spectral convergence loss (not in the "
+                                      "paper, 0 = APNet's losses; keeps the pitch harmonics' peaks)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -122,7 +125,8 @@ def train_vocoder(
         lr=lr, val_files=val_files, seed=runtime.seed,
         discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
-        progress=runtime.chatty, phase_refine=phase_refine, command=command_line())
+        progress=runtime.chatty, phase_refine=phase_refine, convergence_weight=convergence,
+        command=command_line())
     log = training_log(runtime)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:

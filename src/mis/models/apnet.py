@@ -140,7 +140,9 @@ class APNet(nn.Module):
         self.PSP_output_R_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
         self.PSP_output_I_conv = _conv(c.psp_channels, c.freq_bins, c.output_conv_kernel_size)
         if c.amplitude_prior:   # not persistent: rebuilt from the config, so state dicts keep upstream's keys
-            self.register_buffer("prior_basis", mel_pseudo_inverse(c.mel), persistent=False)
+            with torch.device("cpu"):   # computed for real even when the network is built on the meta device
+                basis = mel_pseudo_inverse(c.mel)
+            self.register_buffer("prior_basis", basis, persistent=False)
 
     @staticmethod
     def _branch(x: torch.Tensor, blocks: nn.ModuleList, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """APNet's multi-level losses (Ai & Ling 2023, section III-C) and the LSGAN terms.
 
 L_G = 45 L_A + 100 L_P + 20 L_S + (L_GAN + L_FM + 45 L_mel), with
-- L_A: MSE of the log-amplitude spectrum (target log(|X| + 1e-5));
+- L_A: MSE of the log-amplitude spectrum (target log(|X| + 1e-5)), plus (our addition, weight
+  `convergence_weight`, 0 = the paper) the spectral convergence ||A - |X| ||_F / || |X| ||_F of the linear
+  amplitude: an MSE in the log domain weighs every time-frequency bin alike, so the few loud harmonic peaks
+  that carry pitch are pulled towards the noise floor between them; on linear amplitude they dominate;
 - L_P: anti-wrapping losses f(x) = mean(-cos x) of the instantaneous phase (IP) error, the group delay
   (GD, difference along frequency) error and the phase time difference (PTD, along time) error;
 - L_S: STFT consistency (the predicted spectrum vs the STFT of its own inverse STFT) + 2.25 x L1 of
@@ -15,13 +18,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mis.transforms.audio import MelConfig, amplitude_phase, consistency_loss, log_mel, phase_losses
+from mis.transforms.audio import AMPLITUDE_EPS, MelConfig, amplitude_phase, consistency_loss, log_mel, phase_losses
 
 WEIGHT_AMPLITUDE = 45.0
 WEIGHT_PHASE = 100.0
 WEIGHT_SPECTRUM = 20.0
 WEIGHT_REAL_IMAG = 2.25
 WEIGHT_MEL = 45.0
+WEIGHT_CONVERGENCE = 45.0   # the default for our training; the paper has none
 
 
 def targets(wave: torch.Tensor, config: MelConfig) -> dict[str, torch.Tensor]:
@@ -29,14 +33,23 @@ def targets(wave: torch.Tensor, config: MelConfig) -> dict[str, torch.Tensor]:
     return amplitude_phase(wave, config)
 
 
+def spectral_convergence(logamp: torch.Tensor, target_logamp: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||A - |X| ||_F / || |X| ||_F on linear amplitudes (inputs are log(|.| + 1e-5))."""
+    predicted = torch.exp(logamp.float()).flatten(1)
+    target = (torch.exp(target_logamp.float()) - AMPLITUDE_EPS).flatten(1)
+    return (torch.linalg.vector_norm(predicted - target, dim=1)
+            / torch.linalg.vector_norm(target, dim=1).clamp_min(1e-3)).mean()
+
+
 def spectral_losses(output: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                    config: MelConfig) -> dict[str, torch.Tensor]:
+                    config: MelConfig, convergence_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Frame-level terms of L_G (no waveform/GAN terms), weighted sum in 'total'."""
-    losses = {"amplitude": F.mse_loss(output["logamp"], target["logamp"])}
+    losses = {"amplitude": F.mse_loss(output["logamp"], target["logamp"]),
+              "convergence": spectral_convergence(output["logamp"], target["logamp"])}
     losses.update(phase_losses(output["phase"], target["phase"]))
     losses["consistency"] = consistency_loss(output["real"], output["imag"], config)
     losses["real_imag"] = F.l1_loss(output["real"], target["real"]) + F.l1_loss(output["imag"], target["imag"])
-    losses["total"] = (WEIGHT_AMPLITUDE * losses["amplitude"]
+    losses["total"] = (WEIGHT_AMPLITUDE * losses["amplitude"] + convergence_weight * losses["convergence"]
                        + WEIGHT_PHASE * (losses["ip"] + losses["gd"] + losses["ptd"])
                        + WEIGHT_SPECTRUM * (losses["consistency"] + WEIGHT_REAL_IMAG * losses["real_imag"]))
     return losses

@@ -46,6 +46,12 @@ class VocoderTrainOptions(RunOptions):
     val_files: int = 4
     validate_every: int = 250
     phase_refine: int = 0         # the card's default Griffin-Lim refinement at inference (0: pure APNet)
+    # Real audio around each segment, in frames, that the network sees but the losses do not: without it every
+    # training frame's receptive field (66 frames for APNet's ResBlocks, twice a 8192-sample segment) reaches into
+    # the convolutions' zero padding, i.e. a mel of 0 = a loud flat spectrum, which inference on real context
+    # never shows it. None: the network's receptive field.
+    context_frames: int | None = None
+    convergence_weight: float = L.WEIGHT_CONVERGENCE   # linear-amplitude spectral convergence (0: the paper's losses)
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
@@ -63,6 +69,12 @@ def split_files(paths: list[Path], val_files: int) -> tuple[list[Path], list[Pat
     if len(paths) <= val_files:
         raise UsageError(f"{len(paths)} audio file(s): need more than --val-files {val_files} to train")
     return (paths[:-val_files], paths[-val_files:]) if val_files else (paths, [])
+
+
+def context_of(options: "VocoderTrainOptions") -> int:
+    from mis.pipelines.vocoder.pipeline import receptive_frames
+
+    return receptive_frames(options.network) if options.context_frames is None else options.context_frames
 
 
 def segment_sampler(clips: list[np.ndarray], batch_size: int, segment: int) -> Callable:
@@ -86,14 +98,22 @@ def segment_sampler(clips: list[np.ndarray], batch_size: int, segment: int) -> C
 def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
     cfg = options.mel
 
-    def step(trainer: Trainer, wave: torch.Tensor) -> dict:
+    context = context_of(options)
+    frames = options.segment // cfg.hop_length + 1
+    edge = context * cfg.hop_length
+
+    def step(trainer: Trainer, audio: torch.Tensor) -> dict:
         generator = trainer.models["generator"]
         discriminator = trainer.models["discriminator"]
-        fb = fbank.to(wave.device)
-        mel = log_mel(wave, cfg, fb)
+        fb = fbank.to(audio.device)
         with trainer.autocast():
-            logamp, phase, real, imag, generated = generator(mel)
-        generated = generated[..., :wave.shape[-1]]
+            logamp, phase, real, imag, generated = generator(log_mel(audio, cfg, fb))   # segment + context
+        # the losses see the segment only: its frames had real audio across their whole receptive field
+        inside = slice(context, context + frames)
+        wave = audio[:, edge:edge + options.segment]
+        generated = generated[:, edge:edge + options.segment]
+        logamp, phase, real, imag = (t[..., inside] for t in (logamp, phase, real, imag))
+        mel = log_mel(wave, cfg, fb)
         use_gan = trainer.step >= options.gan_start
         metrics = {}
         if use_gan:
@@ -101,9 +121,9 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
                 loss_d = D.discriminator_loss(discriminator(wave[:, None]), discriminator(generated.detach()[:, None]))
             trainer.backward_step(loss_d, trainer.optimizers["discriminator"])
             metrics["loss_d"] = loss_d.detach()
-        target = L.targets(wave, cfg)
+        target = {name: t[..., inside] for name, t in L.targets(audio, cfg).items()}
         output = {"logamp": logamp.float(), "phase": phase.float(), "real": real, "imag": imag}
-        spectral = L.spectral_losses(output, target, cfg)
+        spectral = L.spectral_losses(output, target, cfg, options.convergence_weight)
         loss_mel = L.mel_loss(generated, mel, cfg, fb)
         loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
         if use_gan:
@@ -112,6 +132,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
             loss_g = loss_g + D.generator_adversarial_loss(fake_out) + D.feature_matching_loss(real_out, fake_out)
         trainer.backward_step(loss_g, trainer.optimizers["generator"])
         metrics.update({"loss_g": loss_g.detach(), "amplitude": spectral["amplitude"].detach(),
+                        "convergence": spectral["convergence"].detach(),
                         "ip": spectral["ip"].detach(), "mel_l1": loss_mel.detach()})
         return metrics
 
@@ -138,6 +159,7 @@ def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fba
 def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_files: list[Path], metrics: dict) -> dict:
     training = {"steps": options.steps, "gan_start": options.gan_start, "batch_size": options.batch_size,
                 "segment": options.segment, "lr": options.lr, "seed": options.seed,
+                "context_frames": context_of(options), "convergence_weight": options.convergence_weight,
                 "discriminator": options.discriminator.to_dict(),
                 "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
     training["command"] = options.command
@@ -184,8 +206,8 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
     with warnings.catch_warnings():
         # Before gan_start the discriminator's optimizer does not step, but the loop steps every scheduler.
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
-        result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, options.segment),
-                                               options.seed))
+        sampled = options.segment + 2 * context_of(options) * options.mel.hop_length
+        result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, sampled), options.seed))
     seconds = time.perf_counter() - start
     model = trainer.module("generator").cpu().eval()
     metrics = {"val_lsd": result.get("val_lsd"), "best_val_lsd": result.get("best"), "seconds": seconds}
