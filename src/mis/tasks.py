@@ -7,4 +7,5 @@ TASK_PACKAGES = (
     "ct_segmentation",
     "battery",
     "vocoder",
+    "bwe",
 )

@@ -73,13 +73,17 @@ def import_model(
     config: Optional[str] = typer.Option(None, help="JSON object with network config overrides, e.g. "
                                          "'{\"class_num\": 5, \"input_size\": [64,128,128]}'"),
     labels: Optional[str] = typer.Option(None, help='JSON object of class id -> name, e.g. \'{"1": "liver"}\''),
+    preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="JSON object of card preprocessing "
+                                                "overrides, e.g. a bandwidth extension's rate pair "
+                                                "'{\"input_sample_rate\": 8000, \"sample_rate\": 16000}'"),
     half: bool = typer.Option(False, "--half", help="Store floating tensors as fp16"),
 ) -> None:
     """Import upstream weights (torch.load with weights_only=True, explicit key map, strict load).
 
     Example, the MIS-FM CT10k PCT-Net: `mis models import pctnet_ct10k_volf.pt -o pctnet_ct10k.safetensors
     --config '{"class_num": 5, "input_size": [64,128,128]}'`. Upstream APNet (16 kHz):
-    `mis models import g_02030000 --task vocoder -o apnet_16k.safetensors`."""
+    `mis models import g_02030000 --task vocoder -o apnet_16k.safetensors`. Upstream AP-BWE (one checkpoint per
+    rate pair, default 16 -> 48 kHz): `mis models import g_16kto48k --task bwe -o apbwe_16k_48k.safetensors`."""
     from mis.errors import UsageError
     from mis.importing import default_config, default_preprocessing, import_checkpoint
     from mis.registry import task_entry
@@ -92,12 +96,15 @@ def import_model(
     try:
         overrides = json.loads(config) if config else {}
         names = json.loads(labels) if labels else {}
+        extra = json.loads(preprocessing) if preprocessing else {}
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--config/--labels must be JSON objects ({exc})") from None
+        raise UsageError(f"--config/--labels/--preprocessing must be JSON objects ({exc})") from None
+    if not all(isinstance(v, dict) for v in (overrides, names, extra)):
+        raise UsageError("--config/--labels/--preprocessing must be JSON objects")
     base = default_config(family)
     base.update(overrides)
     card = import_checkpoint(source, output, family=family, task=task, config=base, labels=names, half=half,
-                             preprocessing=default_preprocessing(family, base))
+                             preprocessing={**default_preprocessing(family, base), **extra})
     if runtime_of(ctx).json:
         print_json({"output": str(output), "sha256": card["sha256"]})
     else:

@@ -60,6 +60,47 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, AudioMeta]:
     return samples, AudioMeta(str(path), int(rate), int(data.shape[1]), int(data.shape[0]), info.subtype)
 
 
+class AudioFile:
+    """An audio file read in windows of frames, [channels, n] float32 (flat memory for long recordings).
+    Opening checks what can be checked without reading the samples (readable, not empty, not truncated)."""
+
+    def __init__(self, path: str | Path):
+        self.path = path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "file not found")
+        if path.stat().st_size == 0:
+            raise InputError(path, "file is empty")
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise InputError(path, f"not a readable audio file ({str(exc).strip() or type(exc).__name__})") from None
+        if info.frames <= 0:
+            raise InputError(path, "audio has no samples")
+        missing = _missing_wav_bytes(path)
+        if missing:
+            raise InputError(path, f"truncated WAV: {missing} bytes of the audio its header declares are missing")
+        self.meta = AudioMeta(str(path), int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+        self.channels, self.length, self.sample_rate = self.meta.channels, self.meta.frames, self.meta.sample_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        try:
+            with sf.SoundFile(str(self.path)) as handle:
+                handle.seek(start)
+                data = handle.read(stop - start, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise InputError(self.path, f"audio could not be read ({str(exc).strip() or type(exc).__name__})") from None
+        if not np.isfinite(data).all():
+            raise InputError(self.path, "audio contains NaN or infinite samples")
+        return data.T
+
+    def peak(self, block: int = 1 << 20) -> float:
+        """The largest absolute sample, read block by block (also finds NaNs before anything is written)."""
+        peak = 0.0
+        for start in range(0, self.length, block):
+            peak = max(peak, float(np.abs(self.read(start, min(start + block, self.length))).max(initial=0.0)))
+        return peak
+
+
 def _missing_wav_bytes(path: Path) -> int:
     """How many bytes of a RIFF/WAVE data chunk are missing from the file (libsndfile reads what is there
     and says nothing, so a cut-off copy would pass as a shorter recording)."""

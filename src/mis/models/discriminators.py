@@ -1,10 +1,14 @@
-"""HiFi-GAN discriminators used to train APNet: multi-period (MPD) and multi-scale (MSD).
+"""Discriminators for the audio networks: HiFi-GAN's multi-period (MPD) and multi-scale (MSD) for APNet;
+MPD and AP-BWE's multi-resolution amplitude and phase discriminators (MRAD, MRPD) for AP-BWE.
 
 MPD: for each period p in (2, 3, 5, 7, 11) the waveform is folded to [B, 1, T/p, p] and scored by
 2-D convolutions with kernels (5, 1) (one column per phase of the period). MSD: three 1-D
 discriminators on the raw, 2x and 4x average-pooled waveform, the first with spectral norm.
 Each discriminator returns (score map, feature maps) for the LSGAN and feature-matching losses.
-Module names follow HiFi-GAN's (`discriminators`, `convs`, `conv_post`, `meanpools`).
+MRAD / MRPD: per resolution (n_fft, hop, win) the amplitude (or phase) of a rectangular-window STFT,
+[B, 1, F, T], scored by five 2-D convolutions of 64 channels (AP-BWE's DiscriminatorAR / DiscriminatorPR).
+Module names follow HiFi-GAN's and AP-BWE's (`discriminators`, `convs`, `conv_post`, `meanpools`).
+Losses: least squares (LSGAN, APNet) or hinge (AP-BWE) over a list of (score, features) pairs.
 """
 from __future__ import annotations
 
@@ -110,6 +114,44 @@ class Discriminators(nn.Module):
         return self.mpd(wave) + self.msd(wave)
 
 
+RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+
+
+class ResolutionDiscriminator(nn.Module):
+    """AP-BWE's DiscriminatorAR (`spectrum="amplitude"`) or DiscriminatorPR (`"phase"`) at one resolution."""
+
+    def __init__(self, resolution: tuple[int, int, int], spectrum: str, channels: int = 64):
+        super().__init__()
+        if spectrum not in ("amplitude", "phase"):
+            raise ValueError(f"spectrum must be 'amplitude' or 'phase', not {spectrum!r}")
+        self.resolution, self.spectrum = tuple(resolution), spectrum
+        c = channels
+        specs = [(1, (7, 5), (2, 2), (3, 2)), (c, (5, 3), (2, 1), (2, 1)), (c, (5, 3), (2, 2), (2, 1)),
+                 (c, (3, 3), (2, 1), (1, 1)), (c, (3, 3), (2, 2), (1, 1))]
+        self.convs = nn.ModuleList(weight_norm(nn.Conv2d(i, c, k, s, padding=p)) for i, k, s, p in specs)
+        self.conv_post = weight_norm(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        n_fft, hop, win = self.resolution
+        # a rectangular window, as upstream (window=None there)
+        rectangle = torch.ones(win, device=wave.device)
+        spectrum = torch.stft(wave.squeeze(1).float(), n_fft, hop, win, window=rectangle, center=True,
+                              return_complex=True)                                  # [B, F, T]
+        x = spectrum.abs() if self.spectrum == "amplitude" else spectrum.angle()
+        return _score(x.unsqueeze(1).to(wave.dtype), self.convs, self.conv_post)
+
+
+class MultiResolutionDiscriminator(nn.Module):
+    """MRAD or MRPD: one ResolutionDiscriminator per STFT resolution."""
+
+    def __init__(self, spectrum: str, resolutions=RESOLUTIONS, channels: int = 64):
+        super().__init__()
+        self.discriminators = nn.ModuleList(ResolutionDiscriminator(r, spectrum, channels) for r in resolutions)
+
+    def forward(self, wave: torch.Tensor):
+        return [d(wave) for d in self.discriminators]
+
+
 # ---- adversarial losses over a list of (score, features) pairs, one per sub-discriminator ----------
 
 WEIGHT_FEATURE_MATCHING = 2.0
@@ -126,9 +168,27 @@ def generator_adversarial_loss(fake_outputs) -> torch.Tensor:
     return sum(torch.mean((1 - score) ** 2) for score, _ in fake_outputs)  # type: ignore[return-value]
 
 
-def feature_matching_loss(real_outputs, fake_outputs) -> torch.Tensor:
+def feature_distance(real_outputs, fake_outputs) -> torch.Tensor:
+    """Sum over sub-discriminators and layers of the mean L1 distance between real and fake feature maps."""
     loss = 0.0
     for (_, real_features), (_, fake_features) in zip(real_outputs, fake_outputs):
         for real_map, fake_map in zip(real_features, fake_features):
             loss = loss + torch.mean(torch.abs(real_map.detach() - fake_map))
-    return WEIGHT_FEATURE_MATCHING * loss  # type: ignore[return-value]
+    return loss  # type: ignore[return-value]
+
+
+def feature_matching_loss(real_outputs, fake_outputs) -> torch.Tensor:
+    """HiFi-GAN's (and APNet's) feature matching: 2 x feature_distance."""
+    return WEIGHT_FEATURE_MATCHING * feature_distance(real_outputs, fake_outputs)
+
+
+def hinge_discriminator_loss(real_outputs, fake_outputs) -> torch.Tensor:
+    """AP-BWE's discriminator loss: mean(relu(1 - D(real))) + mean(relu(1 + D(fake))) per sub-discriminator."""
+    loss = 0.0
+    for (real_score, _), (fake_score, _) in zip(real_outputs, fake_outputs):
+        loss = loss + torch.mean(F.relu(1 - real_score)) + torch.mean(F.relu(1 + fake_score))
+    return loss  # type: ignore[return-value]
+
+
+def hinge_generator_loss(fake_outputs) -> torch.Tensor:
+    return sum(torch.mean(F.relu(1 - score)) for score, _ in fake_outputs)  # type: ignore[return-value]

@@ -162,6 +162,45 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     return out.numpy()
 
 
+class ArraySource:
+    """Samples [channels, n] in memory, read in windows (what the streaming pipelines consume)."""
+
+    def __init__(self, samples: np.ndarray):
+        self.samples = np.atleast_2d(np.asarray(samples, dtype=np.float32))
+        self.channels, self.length = self.samples.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.samples[:, start:stop]
+
+
+class ResampledSource:
+    """Another source's samples at `target_rate`, read in windows: each window is resampled from an input block
+    wide enough for the sinc kernel and aligned to the rate ratio's period, so it equals the same samples of
+    the whole signal resampled at once (torchaudio, to float rounding) while memory stays flat."""
+
+    LOWPASS_WIDTH, ROLLOFF = 6, 0.99   # torchaudio's defaults
+
+    def __init__(self, inner, source_rate: int, target_rate: int):
+        self.inner, self.source_rate, self.target_rate = inner, int(source_rate), int(target_rate)
+        g = math.gcd(self.source_rate, self.target_rate)
+        self.down, self.up = self.source_rate // g, self.target_rate // g
+        kernel = math.ceil(self.LOWPASS_WIDTH * self.down / (self.ROLLOFF * min(self.down, self.up)))
+        self.margin = math.ceil((kernel + self.down) / self.down) * self.down   # input samples, whole periods
+        self.channels = inner.channels
+        self.length = math.ceil(inner.length * self.up / self.down)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.up == self.down:
+            return self.inner.read(start, stop)
+        first, last = start // self.up, -(-stop // self.up)                 # whole periods covering the window
+        lo = max(0, first * self.down - self.margin)
+        hi = min(self.inner.length, last * self.down + self.margin)
+        block = torch.from_numpy(np.ascontiguousarray(self.inner.read(lo, hi), dtype=np.float32))
+        out = torchaudio.functional.resample(block, self.source_rate, self.target_rate).numpy()
+        offset = lo // self.down * self.up                                   # the block's first output sample
+        return out[:, start - offset:stop - offset]
+
+
 def read_audio_at(path: str | Path, sample_rate: int):
     """(mono float32 samples at `sample_rate`, the file's AudioMeta): other rates are resampled."""
     from mis.io.audio import read_audio
@@ -191,6 +230,19 @@ def phase_losses(phase: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
     return {"ip": anti_wrapping(phase - target),
             "gd": anti_wrapping(_difference(phase, 1) - _difference(target, 1)),
             "ptd": anti_wrapping(_difference(phase, 2) - _difference(target, 2))}
+
+
+def linear_anti_wrapping(x: torch.Tensor) -> torch.Tensor:
+    """mean |x - 2 pi round(x / 2 pi)|: AP-BWE's anti-wrapping function (0 for a perfect phase, pi / 2 for random)."""
+    return torch.mean(torch.abs(x - torch.round(x / (2 * math.pi)) * (2 * math.pi)))
+
+
+def bwe_phase_losses(phase: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """AP-BWE's IP, GD (first difference along frequency) and IAF (along time) losses on [B, F, T] phases,
+    with the linear anti-wrapping function and no boundary term."""
+    return {"ip": linear_anti_wrapping(phase - target),
+            "gd": linear_anti_wrapping(torch.diff(phase, dim=1) - torch.diff(target, dim=1)),
+            "iaf": linear_anti_wrapping(torch.diff(phase, dim=2) - torch.diff(target, dim=2))}
 
 
 def consistency_loss(real: torch.Tensor, imag: torch.Tensor, config: STFTConfig) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Speech bandwidth extension (AP-BWE): `mis bwe`, `mis train bwe`, `mis evaluate bwe`."""
