@@ -6,7 +6,7 @@ the exit code, one line on stderr naming the file and its problem, no traceback,
 good item done, and every input unchanged.
 
 A case is (name, command, make, problem, kind):
-- `command`: segment | vocode | mel | battery (the batch commands) or model:<command> (a bad `--model`) or
+- `command`: segment | vocode | mel | bwe | battery (the batch commands) or model:<command> (a bad `--model`) or
   output:<command> (a bad `-o`);
 - `make(folder) -> path`: writes the bad input below `folder` and returns what to pass on the command line;
 - `problem`: a regular expression the error line must match;
@@ -379,6 +379,32 @@ add("mel", "wav_corrupt_format_chunk", lambda f: _corrupt_fmt(_wav(f / "fmt.wav"
 add("mel", "m4a_unsupported", lambda f: _write(f / "voice.m4a", b"\0\0\0 ftypM4A " + b"\0" * 400),
     "not a readable|format|audio")
 add("mel", "wav_symlink_loop", lambda f: _symlink_loop(f, "w.wav"), "symbolic link loop")
+
+# ------------------------------------------------------------------------------------- bandwidth extension
+# (the corpus' tiny model extends 16 kHz audio to 48 kHz)
+
+add("bwe", "bwe_wav_empty_file", lambda f: _write(f / "empty.wav", b""), "file is empty")
+add("bwe", "bwe_wav_text", lambda f: _write(f / "notes.wav", b"hello world\n" * 50), "not a readable audio file")
+add("bwe", "bwe_wav_truncated", lambda f: _truncate(_wav(f / "cut.wav", rate=16000), 0.5), "truncated WAV")
+add("bwe", "bwe_wav_header_only", lambda f: _wav(f / "none.wav", np.zeros(0, np.float32), rate=16000),
+    "no samples")
+add("bwe", "bwe_wav_silent", lambda f: _wav(f / "quiet.wav", np.zeros(8000, np.float32), rate=16000), "silent")
+add("bwe", "bwe_wav_nan", lambda f: _wav(f / "nan.wav", _with(speech(0.5, 16000), np.nan), 16000, "FLOAT"),
+    "NaN or infinite")
+add("bwe", "bwe_wav_eight_channels",
+    lambda f: _wav(f / "octo.wav", np.repeat(speech(0.5, 16000)[:, None], 8, axis=1), rate=16000), "8 channels")
+add("bwe", "bwe_wav_already_at_target_rate", lambda f: _wav(f / "wide.wav", speech(0.5, 48000), rate=48000),
+    "already at 48000 Hz")
+add("bwe", "bwe_wav_below_the_model_input_rate", lambda f: _wav(f / "phone.wav", speech(0.5, 8000), rate=8000),
+    "at 8000 Hz.*trained for 8000 Hz")
+add("bwe", "bwe_wav_missing", lambda f: f / "absent.wav", "no such file or directory|not found")
+add("bwe", "bwe_wav_symlink_loop", lambda f: _symlink_loop(f, "b.wav"), "symbolic link loop")
+
+
+@case("model:bwe", "model_of_vocoder_task_for_bwe", "checkpoint is for task 'vocoder'", kind="usage")
+def _vocoder_for_bwe(folder: Path) -> Path:
+    return Path(os.environ["MIS_CORPUS_CHECKPOINTS"]) / "vocode.safetensors"
+
 
 # ------------------------------------------------------------------------------------------------ battery
 

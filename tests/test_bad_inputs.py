@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from bad_inputs import CASES, N_CYCLES, arbin_cell, ct_volume, mel_array, nifti, speech
-from contract_cases import battery, ct_segmentation, vocoder
+from contract_cases import battery, bwe, ct_segmentation, vocoder
 
 runner = CliRunner()
-COMMANDS = {"segment": ["segment"], "vocode": ["vocode"], "mel": ["mel"], "battery": ["battery", "predict"]}
+COMMANDS = {"segment": ["segment"], "vocode": ["vocode"], "mel": ["mel"], "bwe": ["bwe"],
+            "battery": ["battery", "predict"]}
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,7 @@ def checkpoints(tmp_path_factory):
     made = {"segment": ct_segmentation.make_checkpoint(folder), "vocode": vocoder.make_checkpoint(folder)}
     made["mel"] = made["vocode"]
     made["battery"] = battery.make_checkpoint(folder)
+    made["bwe"] = bwe.make_checkpoint(folder)
     for command in ("segment", "vocode", "battery"):
         shutil.copy(made[command], folder / f"{command}.safetensors")
     os.environ["MIS_CORPUS_CHECKPOINTS"] = str(folder)
@@ -47,6 +49,10 @@ def good_input(command: str, folder: Path) -> Path:
     if command == "mel":
         path = folder / "goodspeech.wav"
         sf.write(str(path), speech(), 22050, subtype="PCM_16")
+        return path
+    if command == "bwe":
+        path = folder / "goodphone.wav"
+        sf.write(str(path), speech(0.5, 16000), 16000, subtype="PCM_16")
         return path
     return arbin_cell(folder / "goodcell.csv", seed=3, cycles=N_CYCLES + 5)
 
@@ -116,4 +122,4 @@ def test_the_corpus_covers_every_class():
     assert len(CASES) >= 150, len(CASES)
     assert len({c.name for c in CASES}) == len(CASES), "case names must be unique"
     commands = {c.command.partition(":")[0] for c in CASES}
-    assert {"segment", "vocode", "mel", "battery", "model", "output"} <= commands
+    assert {"segment", "vocode", "mel", "bwe", "battery", "model", "output"} <= commands

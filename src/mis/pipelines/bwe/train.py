@@ -69,13 +69,15 @@ def context_of(options: BweTrainOptions) -> int:
     return options.network.receptive_frames if options.context_frames is None else options.context_frames
 
 
-def load_clips(paths: list[Path], rate: int, minimum: int) -> list[np.ndarray]:
+def load_clips(paths: list[Path], rate: int, input_rate: int, minimum: int) -> list[np.ndarray]:
+    """Clips resampled to the target rate; a clip recorded a little below it (44.1 kHz for 48 kHz) still teaches
+    most of the missing band, one at or below the input rate teaches nothing and is refused."""
     clips = []
     for path in paths:
         samples, meta = read_audio_at(path, rate)
-        if meta.sample_rate < rate:
-            raise InputError(path, f"audio is at {meta.sample_rate} Hz, below the target rate {rate} Hz: it has no "
-                             "wideband content to learn from")
+        if meta.sample_rate <= input_rate:
+            raise InputError(path, f"audio is at {meta.sample_rate} Hz, not above the input rate {input_rate} Hz: it "
+                             "has no wideband content to learn from")
         if len(samples) < minimum:
             raise InputError(path, f"clip too short for training ({len(samples) / rate:.2f} s; need "
                              f"{minimum / rate:.2f} s)")
@@ -200,8 +202,8 @@ def train_bwe(paths: list[Path], options: BweTrainOptions, log: Callable[[str], 
     check_options(options)
     train_files, val_files = split_files(paths, options.val_files)
     window = options.segment + 2 * context_of(options) * options.network.hop_length
-    clips = load_clips(train_files, options.target_rate, options.network.n_fft)
-    val_clips = load_clips(val_files, options.target_rate, options.network.n_fft)
+    clips = load_clips(train_files, options.target_rate, options.input_rate, options.network.n_fft)
+    val_clips = load_clips(val_files, options.target_rate, options.input_rate, options.network.n_fft)
     log(f"training {options.input_rate} -> {options.target_rate} Hz on {len(clips)} clips "
         f"({sum(map(len, clips)) / options.target_rate:.0f} s), {len(val_clips)} held out: "
         f"{', '.join(p.name for p in val_files)}")
