@@ -15,6 +15,9 @@ its baseline in the same run (fp32 vs AMP; GPU vs the CPU of the same machine):
    fp32 vs bf16 seconds per step (the frame-level and the GAN phase), finite losses.
 4. vocode: the shipped demo APNet on 60 s of mel, in process, CUDA vs the machine's CPU (real-time factors).
 5. train battery: the shipped recipe (5 members x 300 steps) on seeded synthetic cells, CUDA vs CPU.
+6. train bwe: the paper-size AP-BWE (16 -> 48 kHz) with MPD + MRAD + MRPD on seeded synthetic speech, fp32 vs
+   bf16 seconds per step, finite losses.
+7. bwe: the shipped 16 -> 48 kHz demo on 60 s of audio, in process, CUDA (auto precision) vs the machine's CPU.
 
     python benchmarks/gpu_check.py [--out DIR] [--cpu]
 """
@@ -142,6 +145,54 @@ def check_vocode(tmp: Path, device: str, smoke: bool) -> dict:
     return out
 
 
+def check_train_bwe(tmp: Path, device: str, smoke: bool) -> dict:
+    import soundfile as sf
+
+    from mis.pipelines.vocoder.synthetic import synthetic_speech
+
+    clips = tmp / "speech48k"
+    clips.mkdir(exist_ok=True)
+    for i in range(3 if smoke else 8):
+        sf.write(clips / f"clip{i:02d}.wav", synthetic_speech(2.0, 48000, seed=i), 48000)
+    preset = ["--preset", "demo", "--batch", "2", "--disc-channels", "4"] if smoke else ["--preset", "paper"]
+    steps, gan_start = ("6", "3") if smoke else ("120", "60")
+    out = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp / f"bwe_{precision}"
+        seconds, _ = mis("train", "bwe", str(clips), "-o", str(run), "--steps", steps, "--gan-start", gan_start,
+                         "--val-files", "1", *preset, device=device, precision=precision)
+        out[precision] = {"wall_s": round(seconds, 1), **seconds_per_step(run)}
+    return out
+
+
+def check_bwe(tmp: Path, device: str, smoke: bool) -> dict:
+    """In-process: median of 3 after a warm-up, the device vs this machine's CPU (each at --precision auto)."""
+    import torch
+
+    from mis.pipelines.bwe.pipeline import BandwidthExtensionPipeline
+    from mis.pipelines.vocoder.synthetic import synthetic_speech
+    from mis.registry import resolve_checkpoint
+    from mis.runtime.config import RuntimeConfig
+
+    seconds_audio = 5.0 if smoke else 60.0
+    samples = synthetic_speech(seconds_audio, 16000, seed=5)
+    out = {"audio_s": seconds_audio}
+    for where in dict.fromkeys((device, "cpu")):
+        pipeline = BandwidthExtensionPipeline.from_checkpoint(resolve_checkpoint("bwe", None),
+                                                              RuntimeConfig(device=where))
+        pipeline(samples, 16000)
+        runs = []
+        for _ in range(3):
+            if where == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            pipeline(samples, 16000)
+            runs.append(time.perf_counter() - start)
+        out[f"{where}_x_real_time"] = round(seconds_audio / float(np.median(runs)), 1)
+        out[f"{where}_precision"] = pipeline.policy.precision
+    return out
+
+
 def check_train_battery(tmp: Path, device: str, smoke: bool) -> dict:
     data = ROOT / "sample_data" / "battery" / "synthetic_cells.npz"
     size = ["--members", "1", "--steps", "5"] if smoke else []
@@ -164,7 +215,8 @@ def environment() -> dict:
 
 
 CHECKS = {"segment": check_segment, "pretrain_ct": check_pretrain, "train_vocoder": check_train_vocoder,
-          "vocode": check_vocode, "train_battery": check_train_battery}
+          "vocode": check_vocode, "train_battery": check_train_battery, "train_bwe": check_train_bwe,
+          "bwe": check_bwe}
 
 
 def main() -> int:

@@ -117,6 +117,8 @@ def evaluate_bwe(
     target_sr: Optional[int] = typer.Option(None, "--target-sr", help="Wideband rate (picks the shipped demo)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="AP-BWE checkpoint (default: the shipped demo "
                                         "for --target-sr)"),
+    keep_low_band: bool = typer.Option(False, "--keep-low-band", help="Score the output with the input's own low "
+                                       "band kept (as `mis bwe --keep-low-band`)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
 ) -> None:
     """Each reference is resampled down to the input rate and extended back; LSD, SNR and APD-IP/GD/IAF of the
@@ -126,7 +128,7 @@ def evaluate_bwe(
     from mis.pipelines.bwe.evaluate import evaluate_files
 
     runtime = runtime_of(ctx)
-    pipeline = load_pipeline(model, target_sr, runtime)
+    pipeline = load_pipeline(model, target_sr, runtime, keep_low_band=keep_low_band)
     if input_sr is not None and input_sr != pipeline.input_rate:
         raise UsageError(f"--input-sr {input_sr}: the model extends {pipeline.input_rate} Hz audio to "
                          f"{pipeline.sample_rate} Hz")

@@ -97,6 +97,13 @@ def train_vocoder(
     convergence: float = typer.Option(45.0, "--convergence-weight", min=0.0,
                                       help="Weight of the linear-amplitude spectral convergence loss (not in the "
                                       "paper, 0 = APNet's losses; keeps the pitch harmonics' peaks)"),
+    amplitude_weight: float = typer.Option(45.0, "--amplitude-weight", min=0.0, help="Weight of the log-amplitude "
+                                           "MSE (the paper: 45)"),
+    validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations (the "
+                                       "shipped weights are the best validation's)"),
+    joint_losses: bool = typer.Option(False, "--joint-losses", help="Let the phase-dependent losses (real/imag, "
+                                      "consistency, mel) train the amplitude too, as upstream (default: they train "
+                                      "the phase only; see the README)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -126,6 +133,7 @@ def train_vocoder(
         discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
         progress=runtime.chatty, phase_refine=phase_refine, convergence_weight=convergence,
+        separate_amplitude=not joint_losses, amplitude_weight=amplitude_weight, validate_every=validate_every,
         command=command_line())
     log = training_log(runtime)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)

@@ -84,13 +84,6 @@ class BandwidthExtensionPipeline(Pipeline):
     def card_problems(cls, card: dict) -> list[str]:
         return rate_card_problems(card)
 
-    @classmethod
-    def precision_probe(cls, model: torch.nn.Module, card: dict):
-        """Two seconds of frames at the hop of 80: what `--precision auto` times in fp32 and bf16 on a CPU (bf16
-        about halves the network's time on CPUs with native bf16; benchmarks/bwe_rtf.py)."""
-        frames = torch.randn(1, model.config.freq_bins, 2 * int(card["preprocessing"]["sample_rate"]) // 80 + 1)
-        return lambda: model(frames, frames)
-
     def network_call(self, logamp: torch.Tensor, phase: torch.Tensor):
         return self.model(logamp, phase)
 

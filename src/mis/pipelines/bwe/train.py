@@ -229,7 +229,8 @@ def train_bwe(paths: list[Path], options: BweTrainOptions, log: Callable[[str], 
         # before gan_start the discriminators' optimizer does not step, but the loop steps every scheduler
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
         result = trainer.fit(StepSeededBatches(window_sampler(clips, options.batch_size, window), options.seed))
-    seconds = time.perf_counter() - start
+    # the run's whole training time (a resumed run's earlier invocations included), as its log records it
+    seconds = max(time.perf_counter() - start, float(trainer.logged(trainer.step).get("seconds") or 0.0))
     best = trainer.restore_best() if val_clips else None
     model = trainer.module("generator").cpu().eval()
     metrics = {"val_lsd": (best or {}).get("val_lsd", result.get("val_lsd")), "final_val_lsd": result.get("val_lsd"),

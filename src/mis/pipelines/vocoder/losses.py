@@ -42,14 +42,15 @@ def spectral_convergence(logamp: torch.Tensor, target_logamp: torch.Tensor) -> t
 
 
 def spectral_losses(output: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                    config: MelConfig, convergence_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                    config: MelConfig, convergence_weight: float = 0.0,
+                    amplitude_weight: float = WEIGHT_AMPLITUDE) -> dict[str, torch.Tensor]:
     """Frame-level terms of L_G (no waveform/GAN terms), weighted sum in 'total'."""
     losses = {"amplitude": F.mse_loss(output["logamp"], target["logamp"]),
               "convergence": spectral_convergence(output["logamp"], target["logamp"])}
     losses.update(phase_losses(output["phase"], target["phase"]))
     losses["consistency"] = consistency_loss(output["real"], output["imag"], config)
     losses["real_imag"] = F.l1_loss(output["real"], target["real"]) + F.l1_loss(output["imag"], target["imag"])
-    losses["total"] = (WEIGHT_AMPLITUDE * losses["amplitude"] + convergence_weight * losses["convergence"]
+    losses["total"] = (amplitude_weight * losses["amplitude"] + convergence_weight * losses["convergence"]
                        + WEIGHT_PHASE * (losses["ip"] + losses["gd"] + losses["ptd"])
                        + WEIGHT_SPECTRUM * (losses["consistency"] + WEIGHT_REAL_IMAG * losses["real_imag"]))
     return losses

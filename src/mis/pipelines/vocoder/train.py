@@ -24,10 +24,10 @@ from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
 from mis.models import discriminators as D
 from mis.models.discriminators import DiscriminatorConfig, Discriminators
 from mis.pipelines.vocoder import losses as L
-from mis.pipelines.vocoder.evaluate import log_spectral_distance
+from mis.pipelines.vocoder.evaluate import log_spectral_distance, pesq_wideband
 from mis.pipelines.vocoder.mel import MEL_22K
 from mis.pipelines.vocoder.pipeline import TASK
-from mis.transforms.audio import MelConfig, framing_mismatches, log_mel, mel_filterbank, read_audio_at
+from mis.transforms.audio import MelConfig, framing_mismatches, griffin_lim, log_mel, mel_filterbank, read_audio_at
 from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 
@@ -52,6 +52,12 @@ class VocoderTrainOptions(RunOptions):
     # never shows it. None: the network's receptive field.
     context_frames: int | None = None
     convergence_weight: float = L.WEIGHT_CONVERGENCE   # linear-amplitude spectral convergence (0: the paper's losses)
+    amplitude_weight: float = L.WEIGHT_AMPLITUDE       # log-amplitude MSE (the paper: 45)
+    # The amplitude learns from the amplitude losses only (log-MSE, spectral convergence); the losses that also
+    # depend on the phase (real/imag, consistency, mel of the waveform) train the phase alone. While the phase is
+    # still wrong, which is all of a CPU-length run, those losses are lowest for a smaller amplitude and pull
+    # the loud harmonic peaks down (README, vocoder). False: upstream's joint losses.
+    separate_amplitude: bool = True
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
@@ -110,6 +116,8 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
             logamp, phase, real, imag, generated = generator(log_mel(audio, cfg, fb))   # segment + context
         # the losses see the segment only: its frames had real audio across their whole receptive field
         inside = slice(context, context + frames)
+        if options.separate_amplitude:   # the phase-dependent terms see the amplitude as a constant
+            real, imag, generated = trainer.module("generator").synthesize(logamp.detach(), phase)
         wave = audio[:, edge:edge + options.segment]
         generated = generated[:, edge:edge + options.segment]
         logamp, phase, real, imag = (t[..., inside] for t in (logamp, phase, real, imag))
@@ -123,7 +131,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
             metrics["loss_d"] = loss_d.detach()
         target = {name: t[..., inside] for name, t in L.targets(audio, cfg).items()}
         output = {"logamp": logamp.float(), "phase": phase.float(), "real": real, "imag": imag}
-        spectral = L.spectral_losses(output, target, cfg, options.convergence_weight)
+        spectral = L.spectral_losses(output, target, cfg, options.convergence_weight, options.amplitude_weight)
         loss_mel = L.mel_loss(generated, mel, cfg, fb)
         loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
         if use_gan:
@@ -146,12 +154,20 @@ def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fba
     @torch.no_grad()
     def validate(trainer: Trainer) -> dict:
         generator = trainer.module("generator")
-        scores = []
+        lsd, pesq = [], []
         for clip in val_clips:
             wave = torch.from_numpy(clip[:seconds])[None].to(trainer.device)
-            generated = generator(log_mel(wave, cfg, fbank.to(wave.device)))[4][..., :wave.shape[-1]]
-            scores.append(log_spectral_distance(generated[0].cpu().numpy(), clip[:seconds], cfg))
-        return {"val_lsd": float(np.mean(scores))} if scores else {}
+            logamp, phase = generator.spectra(log_mel(wave, cfg, fbank.to(wave.device)))
+            generated = generator.synthesize(logamp, phase)[2][..., :wave.shape[-1]]
+            lsd.append(log_spectral_distance(generated[0].cpu().numpy(), clip[:seconds], cfg))
+            if options.phase_refine:   # the model as `mis vocode` will run it: refined phase
+                refined = griffin_lim(torch.exp(logamp.float()), phase.float(), cfg, options.phase_refine)
+                default = generator.synthesize(logamp, refined)[2][0, :wave.shape[-1]].cpu().numpy()
+                pesq.append(pesq_wideband(default, clip[:seconds], cfg.sample_rate) or 1.0)
+        metrics = {"val_lsd": float(np.mean(lsd))} if lsd else {}
+        if pesq:
+            metrics["val_pesq"] = float(np.mean(pesq))
+        return metrics
 
     return validate
 
@@ -160,11 +176,28 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
     training = {"steps": options.steps, "gan_start": options.gan_start, "batch_size": options.batch_size,
                 "segment": options.segment, "lr": options.lr, "seed": options.seed,
                 "context_frames": context_of(options), "convergence_weight": options.convergence_weight,
+                "amplitude_weight": options.amplitude_weight,
+                "separate_amplitude": options.separate_amplitude, "best_metric": best_metric(options),
                 "discriminator": options.discriminator.to_dict(),
                 "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
     training["command"] = options.command
     return build_card("apnet", options.network.to_dict(), task=TASK, preprocessing={"mel": options.mel.to_dict()},
                       training=training, metrics=metrics, inference={"phase_refine": options.phase_refine})
+
+
+def best_metric(options: VocoderTrainOptions) -> str:
+    """What picks the weights to ship: the held-out PESQ of the default inference when the model refines its phase
+    (what users will hear), else the pure network's LSD."""
+    return "val_pesq" if options.phase_refine else "val_lsd"
+
+
+def start_on_the_prior(generator: APNet) -> None:
+    """Zero the amplitude head, so that training starts exactly on the pseudo-inverse prior (a fixed linear map of
+    the mel) and every change to it has to pay for itself in the losses."""
+    with torch.no_grad():
+        head = generator.ASP_output_conv
+        head.parametrizations.weight.original0.zero_()
+        head.bias.zero_()
 
 
 def check_options(options: VocoderTrainOptions) -> None:
@@ -187,6 +220,8 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
         f"{len(val_clips)} held out: {', '.join(p.name for p in val_files)}")
     torch.manual_seed(options.seed)
     generator, discriminator = APNet(options.network), Discriminators(options.discriminator)
+    if options.network.amplitude_prior:
+        start_on_the_prior(generator)
     betas = (0.8, 0.99)
     optimizers = {"generator": torch.optim.AdamW(generator.parameters(), options.lr, betas=betas),
                   "discriminator": torch.optim.AdamW(discriminator.parameters(), options.lr, betas=betas)}
@@ -196,7 +231,8 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
     config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=None,
                          precision=options.precision, checkpoint_every=max(options.validate_every, 1),
                          log_every=50, validate_every=options.validate_every if val_clips else 0,
-                         best_metric="val_lsd" if val_clips else None, best_mode="min", seed=options.seed,
+                         best_metric=best_metric(options) if val_clips else None,
+                         best_mode="max" if options.phase_refine else "min", seed=options.seed,
                          device=options.device, resume=options.resume, progress=options.progress,
                          description="APNet", settings=resume_settings(options))
     trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, schedulers, config,
@@ -208,11 +244,16 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         sampled = options.segment + 2 * context_of(options) * options.mel.hop_length
         result = trainer.fit(StepSeededBatches(segment_sampler(clips, options.batch_size, sampled), options.seed))
-    seconds = time.perf_counter() - start
+    # the run's whole training time (a resumed run's earlier invocations included), as its log records it
+    seconds = max(time.perf_counter() - start, float(trainer.logged(trainer.step).get("seconds") or 0.0))
+    best = trainer.restore_best() if val_clips else None   # ship the best validation's weights
     model = trainer.module("generator").cpu().eval()
-    metrics = {"val_lsd": result.get("val_lsd"), "best_val_lsd": result.get("best"), "seconds": seconds}
+    metrics = {"val_lsd": (best or result).get("val_lsd"), "val_pesq": (best or result).get("val_pesq"),
+               "best_step": (best or {}).get("best_step"), "final_val_lsd": result.get("val_lsd"),
+               "seconds": seconds}
     path = options.out / "model.safetensors"
     save_checkpoint(path, model, vocoder_card(options, train_files, val_files, metrics), half=options.half)
-    log(f"{options.steps} steps in {seconds:.0f} s; validation LSD {result.get('val_lsd')}; wrote {path} "
+    log(f"{options.steps} steps in {seconds:.0f} s; shipped the weights of step {metrics['best_step']} (validation "
+        f"LSD {metrics['val_lsd']}, PESQ {metrics['val_pesq']}); wrote {path} "
         f"(resume state: {options.out / LAST})")
     return {"checkpoint": str(path), **trainer.policy.to_dict(), "seconds": seconds, "metrics": metrics}
