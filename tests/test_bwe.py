@@ -204,3 +204,16 @@ def test_cli_rate_options_and_evaluate(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["cases"][0]["sinc_lsd"] > 0 and set(report["mean"]) >= {"lsd", "sinc_lsd", "snr", "apd_iaf"}
+
+
+def test_training_under_bf16_autocast_validates(tmp_path):
+    """Validation runs inside the trainer's autocast: every array it hands to numpy must come back as float32."""
+    from mis.pipelines.bwe.train import BweTrainOptions, train_bwe
+
+    clips = []
+    for i in range(2):
+        clips.append(tmp_path / f"clip{i}.wav")
+        sf.write(clips[-1], speech(0.5, 48000, seed=i), 48000)
+    options = BweTrainOptions(out=tmp_path / "run", network=TINY, steps=2, gan_start=1, batch_size=1, segment=1600,
+                              val_files=1, validate_every=2, disc_channels=4, progress=False, precision="bf16")
+    assert read_card(train_bwe(clips, options)["checkpoint"])["metrics"]["val_lsd"] > 0

@@ -159,7 +159,7 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
         return samples.astype(np.float32, copy=False)
     out = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)),
                                          source_rate, target_rate)
-    return out.numpy()
+    return out.float().numpy()   # float32 also under an autocast context (training's validation)
 
 
 class ArraySource:
@@ -196,7 +196,7 @@ class ResampledSource:
         lo = max(0, first * self.down - self.margin)
         hi = min(self.inner.length, last * self.down + self.margin)
         block = torch.from_numpy(np.ascontiguousarray(self.inner.read(lo, hi), dtype=np.float32))
-        out = torchaudio.functional.resample(block, self.source_rate, self.target_rate).numpy()
+        out = torchaudio.functional.resample(block, self.source_rate, self.target_rate).float().numpy()
         offset = lo // self.down * self.up                                   # the block's first output sample
         return out[:, start - offset:stop - offset]
 

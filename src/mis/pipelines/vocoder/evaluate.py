@@ -113,7 +113,7 @@ def pesq_wideband(generated: np.ndarray, reference: np.ndarray, sample_rate: int
     generated, reference = _aligned(generated, reference)
     if sample_rate != PESQ_RATE:
         both = torchaudio.functional.resample(torch.from_numpy(np.stack([generated, reference])), sample_rate,
-                                              PESQ_RATE).numpy()
+                                              PESQ_RATE).float().numpy()   # float32 under autocast too
         generated, reference = both[0], both[1]
     try:
         return float(pesq(PESQ_RATE, reference, generated, "wb"))
