@@ -450,3 +450,17 @@ def test_griffin_lim_refinement_improves_a_given_phase():
         return float((again - amplitude).abs().mean())
 
     assert inconsistency(griffin_lim(amplitude, rough, MEL_22K, 16)) < 0.6 * inconsistency(rough)
+
+
+def test_f0_frame_error_counts_gross_pitch_and_voicing_errors():
+    from mis.pipelines.vocoder.evaluate import f0_frame_error
+
+    rate = 22050
+    t = np.arange(rate) / rate
+    voice = (0.4 * np.sin(2 * np.pi * 150 * t) + 0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    assert f0_frame_error(voice, voice, rate) == 0.0
+    octave = (0.4 * np.sin(2 * np.pi * 300 * t) + 0.2 * np.sin(2 * np.pi * 600 * t)).astype(np.float32)
+    assert f0_frame_error(octave, voice, rate) > 90              # every frame off by an octave
+    half_silent = voice.copy()
+    half_silent[rate // 2:] = 0
+    assert 35 < f0_frame_error(half_silent, voice, rate) < 65    # the voicing lost in half the frames

@@ -106,6 +106,25 @@ def f0_rmse_cents(generated: np.ndarray, reference: np.ndarray, sample_rate: int
     return float(np.sqrt(np.mean(cents ** 2)))
 
 
+GROSS_PITCH_ERROR = 0.2   # a voiced frame whose F0 is off by more than 20 % (about 316 cents) is a gross error
+
+
+def f0_frame_error(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> float | None:
+    """F0 frame error (Chu & Alwan 2009) in %: frames whose voicing decision differs from the reference's, plus
+    frames voiced in both with a gross pitch error (> 20 %), over all frames. F0 RMSE over frames voiced in both
+    is dominated by the one or two octave jumps a clip may have; FFE counts them as the few frames they are, and
+    counts the voicing a vocoder loses or invents, which RMSE does not see."""
+    generated, reference = _aligned(generated, reference)
+    f0_generated, f0_reference = yin_f0(generated, sample_rate), yin_f0(reference, sample_rate)
+    if not len(f0_reference):
+        return None
+    voicing = (f0_generated > 0) != (f0_reference > 0)
+    both = (f0_generated > 0) & (f0_reference > 0)
+    gross = np.zeros_like(both)
+    gross[both] = np.abs(f0_generated[both] / f0_reference[both] - 1) > GROSS_PITCH_ERROR
+    return float(100 * (voicing | gross).mean())
+
+
 def pesq_wideband(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> float | None:
     import torchaudio
     from pesq import pesq
@@ -147,11 +166,12 @@ def score_pair(generated: np.ndarray, reference: np.ndarray, config: MelConfig) 
             "lsd_mel_band_db": log_spectral_distance(generated, reference, config, config.fmax),
             "mcd_db": mel_cepstral_distortion(generated, reference, config),
             "f0_rmse_cents": f0_rmse_cents(generated, reference, rate),
+            "f0_frame_error_pct": f0_frame_error(generated, reference, rate),
             "pesq_wb": pesq_wideband(generated, reference, rate),
             "stoi": stoi_score(generated, reference, rate)}
 
 
-METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "pesq_wb", "stoi")
+METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "f0_frame_error_pct", "pesq_wb", "stoi")
 
 
 def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None, diagnostics: bool = True) -> dict:
