@@ -217,3 +217,17 @@ def test_training_under_bf16_autocast_validates(tmp_path):
     options = BweTrainOptions(out=tmp_path / "run", network=TINY, steps=2, gan_start=1, batch_size=1, segment=1600,
                               val_files=1, validate_every=2, disc_channels=4, progress=False, precision="bf16")
     assert read_card(train_bwe(clips, options)["checkpoint"])["metrics"]["val_lsd"] > 0
+
+
+def test_audio_file_windows_read_forward_equal_the_whole_decode(tmp_path):
+    """Streaming reads go forward through one open file, keeping the overlap; a window before it reopens the file."""
+    from mis.io.audio import AudioFile
+
+    path = tmp_path / "speech.mp3"
+    sf.write(str(path), speech(6.0, 16000, seed=3), 16000, format="MP3")
+    whole, _ = sf.read(str(path), dtype="float32")
+    audio = AudioFile(path)
+    for start, stop in [(0, 30000), (20000, 52000), (50000, 96000)]:   # overlapping, forward, as stream() reads
+        np.testing.assert_allclose(audio.read(start, stop)[0], whole[start:stop], atol=1e-6)
+    np.testing.assert_allclose(audio.read(1000, 2000)[0], whole[1000:2000], atol=1e-6)   # backwards: reopened
+    audio.close()

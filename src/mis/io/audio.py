@@ -81,23 +81,50 @@ class AudioFile:
             raise InputError(path, f"truncated WAV: {missing} bytes of the audio its header declares are missing")
         self.meta = AudioMeta(str(path), int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
         self.channels, self.length, self.sample_rate = self.meta.channels, self.meta.frames, self.meta.sample_rate
+        self._handle: sf.SoundFile | None = None
+        self._kept, self._kept_start = np.zeros((0, self.channels), np.float32), 0
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) as [channels, n]. Windows are read forward through one open file, keeping only
+        what the next window may overlap (a compressed file is decoded once, not again from a seek point for
+        every window). A window before the kept ones reopens the file."""
+        if self._handle is None or start < self._kept_start:
+            self._reopen(start)
         try:
-            with sf.SoundFile(str(self.path)) as handle:
-                handle.seek(start)
-                data = handle.read(stop - start, dtype="float32", always_2d=True)
+            if stop > self._kept_start + self._kept.shape[0]:
+                more = self._handle.read(stop - self._kept_start - self._kept.shape[0], dtype="float32",
+                                         always_2d=True)
+                self._kept = np.concatenate([self._kept, more]) if self._kept.size else more
         except (sf.LibsndfileError, RuntimeError) as exc:
+            self.close()
             raise InputError(self.path, f"audio could not be read ({str(exc).strip() or type(exc).__name__})") from None
+        data = self._kept[start - self._kept_start:stop - self._kept_start]
+        self._kept, self._kept_start = self._kept[start - self._kept_start:], start   # the next window starts later
         if not np.isfinite(data).all():
             raise InputError(self.path, "audio contains NaN or infinite samples")
         return data.T
+
+    def _reopen(self, start: int) -> None:
+        self.close()
+        try:
+            self._handle = sf.SoundFile(str(self.path))
+            if start:
+                self._handle.seek(start)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise InputError(self.path, f"audio could not be read ({str(exc).strip() or type(exc).__name__})") from None
+        self._kept, self._kept_start = np.zeros((0, self.channels), np.float32), start
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = None
 
     def peak(self, block: int = 1 << 20) -> float:
         """The largest absolute sample, read block by block (also finds NaNs before anything is written)."""
         peak = 0.0
         for start in range(0, self.length, block):
             peak = max(peak, float(np.abs(self.read(start, min(start + block, self.length))).max(initial=0.0)))
+        self.close()   # the next reader starts from the beginning again
         return peak
 
 

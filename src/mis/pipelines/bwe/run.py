@@ -35,7 +35,11 @@ def bwe_job(pipeline: BandwidthExtensionPipeline, input_rate: int | None = None)
     def read(item: WorkItem):
         audio = AudioFile(item.source)
         source = pipeline.target_source(audio, audio.sample_rate, input_rate, str(item.source))
-        if audio.peak() == 0.0:
+        try:
+            silent = audio.peak() == 0.0
+        finally:
+            audio.close()
+        if silent:
             raise InputError(item.source, "audio is silent (all samples are zero): nothing to extend")
         return audio, source
 
@@ -44,8 +48,13 @@ def bwe_job(pipeline: BandwidthExtensionPipeline, input_rate: int | None = None)
 
     def write(item: WorkItem, output) -> dict:
         audio, source = output
+        try:
+            return write_stream(item, audio, source, output_subtype(audio.meta.subtype))
+        finally:
+            audio.close()
+
+    def write_stream(item: WorkItem, audio: AudioFile, source, subtype: str) -> dict:
         clipped = samples = 0
-        subtype = output_subtype(audio.meta.subtype)
         with atomic_output(item.target) as tmp:
             with sf.SoundFile(str(tmp), "w", samplerate=pipeline.sample_rate, channels=audio.channels,
                               subtype=subtype, format="WAV") as handle:
