@@ -13,6 +13,7 @@ def demo(sample: Path, out: Path, runtime: RuntimeConfig) -> list[dict]:
 
     import soundfile as sf
 
+    from mis.io.atomic import atomic_output
     from mis.io.audio import read_audio
     from mis.pipelines.bwe.evaluate import scores
     from mis.pipelines.bwe.pipeline import BandwidthExtensionPipeline
@@ -26,8 +27,6 @@ def demo(sample: Path, out: Path, runtime: RuntimeConfig) -> list[dict]:
     wave = pipeline(samples, meta.sample_rate, source=str(source)).waveform[0]
     target = out / "audio" / "synthetic_vowels_bwe_48k.wav"
     target.parent.mkdir(parents=True, exist_ok=True)
-    from mis.io.atomic import atomic_output
-
     with atomic_output(target) as tmp:
         sf.write(str(tmp), wave, pipeline.sample_rate, subtype="FLOAT", format="WAV")
     reference, _ = read_audio(sample / "audio" / "synthetic_vowels_48k.wav")

@@ -22,7 +22,7 @@ from mis.errors import InputError
 from mis.models.apbwe import APBWEConfig, input_band_bins, quiet_above
 from mis.pipelines.base import Pipeline
 from mis.pipelines.card_checks import positive_int
-from mis.transforms.audio import ArraySource, ResampledSource
+from mis.transforms.audio import ArraySource, ResampledSource, istft
 
 TASK = "bwe"
 DEFAULT_CHUNK_SECONDS = 8.0
@@ -144,8 +144,6 @@ class BandwidthExtensionPipeline(Pipeline):
         if self._low_band_weight is not None:
             weight = self._low_band_weight.to(spectrum.device)
             spectrum = weight * torch.polar(torch.exp(logamp), phase) + (1 - weight) * spectrum
-        from mis.transforms.audio import istft
-
         return istft(spectrum, model.config.stft, length=x.shape[-1]).cpu().numpy()
 
     def stream(self, source) -> Iterator[np.ndarray]:

@@ -14,6 +14,7 @@ as `mis evaluate bwe`) at every validation; the shipped weights are the best val
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,6 @@ import torchaudio
 
 from mis.checkpoints import build_card, save_checkpoint
 from mis.errors import InputError, UsageError
-from mis.models import discriminators as D
 from mis.models.apbwe import APBWE, APBWEConfig, apbwe_demo, input_band_bins, quiet_above
 from mis.models.discriminators import DiscriminatorConfig, MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from mis.pipelines.bwe import losses as L
@@ -223,8 +223,6 @@ def train_bwe(paths: list[Path], options: BweTrainOptions, log: Callable[[str], 
     trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, schedulers, config,
                       step_fn=make_step(options), validate_fn=make_validate(val_clips, options) if val_clips else None)
     start = time.perf_counter()
-    import warnings
-
     with warnings.catch_warnings():
         # before gan_start the discriminators' optimizer does not step, but the loop steps every scheduler
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
