@@ -15,7 +15,6 @@ Memory: `mis bwe` on a 10 s and a 10 min file, each in a fresh process (peak RSS
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,20 +31,11 @@ from mis.pipelines.bwe.evaluate import scores
 from mis.pipelines.bwe.pipeline import BandwidthExtensionPipeline
 from mis.pipelines.vocoder.synthetic import synthetic_speech
 from mis.runtime.device import resolve_policy
+from vocoder_rtf import timed   # median of runs after a warm-up, as every real-time table here
 from mis.transforms.audio import resample
 
 NETWORKS = (("AP-BWE demo", apbwe_demo()), ("AP-BWE paper", apbwe_paper()))
 CARD = {"preprocessing": {"input_sample_rate": 16000, "sample_rate": 48000}}
-
-
-def timed(function, repeats: int = 3) -> float:
-    function()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def plain_loop(model: APBWE, samples: np.ndarray) -> np.ndarray:

@@ -83,6 +83,7 @@ class AudioFile:
         self.channels, self.length, self.sample_rate = self.meta.channels, self.meta.frames, self.meta.sample_rate
         self._handle: sf.SoundFile | None = None
         self._kept, self._kept_start = np.zeros((0, self.channels), np.float32), 0
+        self.peak = 0.0   # the largest absolute sample read so far (a silent file is known once it has been read)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop) as [channels, n]. Windows are read forward through one open file, keeping only
@@ -95,6 +96,7 @@ class AudioFile:
                 more = self._handle.read(stop - self._kept_start - self._kept.shape[0], dtype="float32",
                                          always_2d=True)
                 self._kept = np.concatenate([self._kept, more]) if self._kept.size else more
+                self.peak = max(self.peak, float(np.abs(more).max(initial=0.0)))
         except (sf.LibsndfileError, RuntimeError) as exc:
             self.close()
             raise InputError(self.path, f"audio could not be read ({str(exc).strip() or type(exc).__name__})") from None
@@ -119,13 +121,6 @@ class AudioFile:
             self._handle.close()
         self._handle = None
 
-    def peak(self, block: int = 1 << 20) -> float:
-        """The largest absolute sample, read block by block (also finds NaNs before anything is written)."""
-        peak = 0.0
-        for start in range(0, self.length, block):
-            peak = max(peak, float(np.abs(self.read(start, min(start + block, self.length))).max(initial=0.0)))
-        self.close()   # the next reader starts from the beginning again
-        return peak
 
 
 def _missing_wav_bytes(path: Path) -> int:

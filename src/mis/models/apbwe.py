@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from mis.models.common import DictConfig, count_parameters  # noqa: F401  (re-exported)
-from mis.transforms.audio import STFTConfig, istft, stft
+from mis.transforms.audio import FramedNetwork, istft, stft
 
-ATAN2_EPS = 1e-5
-PHASE_WRAP_TOLERANCE = 1e-4  # added to the real head where it is exactly 0, so atan2's gradient stays finite
+ATAN2_EPS = 1e-5  # added to the real head where it is exactly 0, so atan2's gradient stays finite
+PHASE_WRAP_TOLERANCE = 1e-4  # input phases this close above -pi count as +pi (see `analyse`)
 
 
 @dataclass(frozen=True, kw_only=True)
-class APBWEConfig(DictConfig):
+class APBWEConfig(FramedNetwork, DictConfig):
     n_fft: int = 1024
     hop_length: int = 80
     win_length: int = 320
@@ -40,14 +40,6 @@ class APBWEConfig(DictConfig):
     layers: int = 8               # upstream ConvNeXt_layers
     kernel_size: int = 7          # the input convs and the depthwise convs
     log_floor: float = 1e-4       # log(|X| + 1e-4), upstream's amplitude floor
-
-    @property
-    def freq_bins(self) -> int:
-        return self.n_fft // 2 + 1
-
-    @property
-    def stft(self) -> STFTConfig:
-        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
 
     @property
     def receptive_frames(self) -> int:
@@ -81,6 +73,19 @@ def quiet_above(logamp: torch.Tensor, phase: torch.Tensor, bins: int, floor: flo
     silent = torch.full_like(logamp[:, bins:], math.log(floor))
     return (torch.cat([logamp[:, :bins], silent], dim=1),
             torch.cat([phase[:, :bins], torch.zeros_like(phase[:, bins:])], dim=1))
+
+
+def analyse(wave: torch.Tensor, config: APBWEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, samples] -> (log(|X| + floor), angle X), each [B, F, frames]: the network's input, and its losses'
+    targets."""
+    spectrum = stft(wave.float(), config.stft)
+    phase = torch.angle(spectrum)
+    # A real-valued bin (DC; every bin of the first frame, which the centred STFT's reflect padding makes
+    # symmetric) of negative value has phase +pi or -pi by the sign of an imaginary part that is rounding
+    # noise, which depends on the FFT's code path (batch size, chunk): the network takes raw phase, so both
+    # become +pi (angles within PHASE_WRAP_TOLERANCE above -pi move up by 2 pi; the losses are blind to 2 pi).
+    phase = torch.where(phase < PHASE_WRAP_TOLERANCE - math.pi, phase + 2 * math.pi, phase)
+    return torch.log(spectrum.abs() + config.log_floor), phase
 
 
 class ConvNeXtBlock(nn.Module):
@@ -147,15 +152,7 @@ class APBWE(nn.Module):
         return logamp_wb, torch.atan2(imag, real).transpose(1, 2)
 
     def analyse(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, samples] -> (log(|X| + floor), angle X), each [B, F, frames]."""
-        spectrum = stft(wave.float(), self.config.stft)
-        phase = torch.angle(spectrum)
-        # A real-valued bin (DC; every bin of the first frame, which the centred STFT's reflect padding makes
-        # symmetric) of negative value has phase +pi or -pi by the sign of an imaginary part that is rounding
-        # noise, which depends on the FFT's code path (batch size, chunk): the network takes raw phase, so both
-        # become +pi (angles within PHASE_WRAP_TOLERANCE above -pi move up by 2 pi).
-        phase = torch.where(phase < PHASE_WRAP_TOLERANCE - math.pi, phase + 2 * math.pi, phase)
-        return torch.log(spectrum.abs() + self.config.log_floor), phase
+        return analyse(wave, self.config)
 
     def synthesize(self, logamp: torch.Tensor, phase: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """[B, F, frames] -> [B, samples] in fp32 (the inverse STFT needs it)."""

@@ -26,14 +26,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from mis.models.common import DictConfig, count_parameters  # noqa: F401  (re-exported)
-from mis.transforms.audio import MelConfig, STFTConfig, amplitude_from_mel, mel_pseudo_inverse, polar_to_wave
+from mis.transforms.audio import FramedNetwork, MelConfig, amplitude_from_mel, mel_pseudo_inverse, polar_to_wave
 
 LRELU_SLOPE = 0.1
 ATAN2_EPS = 1e-5  # added to R where it is exactly 0, so atan2's gradient stays finite
 
 
 @dataclass(frozen=True, kw_only=True)
-class APNetConfig(DictConfig):
+class APNetConfig(FramedNetwork, DictConfig):   # .stft: the ISTFT framing (must equal the mel convention's)
     n_mels: int = 80
     n_fft: int = 1024
     hop_length: int = 256
@@ -55,15 +55,6 @@ class APNetConfig(DictConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "resblock_kernel_sizes", tuple(self.resblock_kernel_sizes))
         object.__setattr__(self, "resblock_dilation_sizes", tuple(tuple(d) for d in self.resblock_dilation_sizes))
-
-    @property
-    def freq_bins(self) -> int:
-        return self.n_fft // 2 + 1
-
-    @property
-    def stft(self) -> STFTConfig:
-        """The framing of the network's inverse STFT (it must equal its mel convention's)."""
-        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
 
     @property
     def mel(self) -> MelConfig:

@@ -66,6 +66,19 @@ class MelConfig(STFTConfig):
         return math.log(self.log_floor)
 
 
+class FramedNetwork:
+    """For network configs with n_fft / hop_length / win_length fields: the framing of their inverse STFT."""
+
+    @property
+    def freq_bins(self) -> int:
+        return self.n_fft // 2 + 1  # type: ignore[attr-defined]
+
+    @property
+    def stft(self) -> STFTConfig:
+        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length,  # type: ignore[attr-defined]
+                          win_length=self.win_length)  # type: ignore[attr-defined]
+
+
 def framing_mismatches(a: STFTConfig, b: STFTConfig) -> list[str]:
     """Where two framings differ (a network's ISTFT and its mel convention must frame audio alike)."""
     names = ("n_fft", "hop_length", "win_length")

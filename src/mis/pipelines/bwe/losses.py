@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from mis.models import discriminators as D
-from mis.models.apbwe import APBWEConfig
-from mis.transforms.audio import bwe_phase_losses, stft
+from mis.models.apbwe import APBWEConfig, analyse
+from mis.transforms.audio import bwe_phase_losses
 
 WEIGHT_AMPLITUDE = 45.0
 WEIGHT_PHASE = 100.0
@@ -27,11 +27,6 @@ def _complex(logamp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     """[B, F, T, 2] (real, imaginary), upstream's `com` layout."""
     amplitude = torch.exp(logamp)
     return torch.stack((amplitude * torch.cos(phase), amplitude * torch.sin(phase)), dim=-1)
-
-
-def analyse(wave: torch.Tensor, config: APBWEConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    spectrum = stft(wave, config.stft)
-    return torch.log(spectrum.abs() + config.log_floor), torch.angle(spectrum)
 
 
 def spectral_losses(logamp: torch.Tensor, phase: torch.Tensor, target_wave: torch.Tensor,

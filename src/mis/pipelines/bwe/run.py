@@ -30,18 +30,12 @@ def output_subtype(subtype: str) -> str:
 
 
 def bwe_job(pipeline: BandwidthExtensionPipeline, input_rate: int | None = None) -> BatchJob:
-    """Reading opens and checks the file (rate, channels, NaN, silence) without keeping its samples; writing
-    streams the output chunk by chunk, so memory stays flat however long the recording."""
+    """Reading opens and checks the file's header (readable, rate, channels) without decoding its samples;
+    writing streams the output chunk by chunk, so memory stays flat however long the recording, and decodes the
+    file once. NaN samples or a silent file abandon the output (written to a temporary file), so no file is left."""
     def read(item: WorkItem):
         audio = AudioFile(item.source)
-        source = pipeline.target_source(audio, audio.sample_rate, input_rate, str(item.source))
-        try:
-            silent = audio.peak() == 0.0
-        finally:
-            audio.close()
-        if silent:
-            raise InputError(item.source, "audio is silent (all samples are zero): nothing to extend")
-        return audio, source
+        return audio, pipeline.target_source(audio, audio.sample_rate, input_rate, str(item.source))
 
     def compute(batch):
         return batch   # the network runs while writing, chunk by chunk
@@ -64,6 +58,8 @@ def bwe_job(pipeline: BandwidthExtensionPipeline, input_rate: int | None = None)
                     clipped += int(np.count_nonzero(np.abs(piece) > 1.0))
                     handle.write(np.clip(piece, -1.0, 1.0).T if subtype.startswith("PCM") else piece.T)
                     samples += piece.shape[1]
+                if audio.peak == 0.0:
+                    raise InputError(item.source, "audio is silent (all samples are zero): nothing to extend")
         return {"seconds_audio": round(samples / pipeline.sample_rate, 2), "from_hz": audio.sample_rate,
                 "channels": audio.channels, "subtype": subtype, "clipped_samples": clipped}
 

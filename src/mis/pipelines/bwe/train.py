@@ -30,7 +30,8 @@ from mis.models.discriminators import DiscriminatorConfig, MultiPeriodDiscrimina
 from mis.pipelines.bwe import losses as L
 from mis.pipelines.bwe.evaluate import narrowband_pair, scores
 from mis.pipelines.bwe.pipeline import TASK
-from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
+from mis.runtime.training import (RunOptions, StepSeededBatches, TrainConfig, Trainer, hold_out_last,
+                                  resume_settings)
 from mis.transforms.audio import read_audio_at
 
 
@@ -146,31 +147,31 @@ def make_step(options: BweTrainOptions) -> Callable:
     return step
 
 
-def make_validate(val_clips: list[np.ndarray], options: BweTrainOptions) -> Callable:
-    seconds = 4 * options.target_rate
+def validation_pairs(val_clips: list[np.ndarray], options: BweTrainOptions) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(wideband reference, its sinc-upsampled narrowband copy: the network's input) for the first 4 s of each
+    held-out clip, made once for every validation and for the card's sinc score."""
+    references = [clip[:4 * options.target_rate] for clip in val_clips]
+    return [(r, narrowband_pair(r, options.target_rate, options.input_rate)[1]) for r in references]
+
+
+def make_validate(pairs: list[tuple[np.ndarray, np.ndarray]], options: BweTrainOptions) -> Callable:
     band = input_band_bins(options.input_rate, options.target_rate, options.network.n_fft)
 
     @torch.no_grad()
     def validate(trainer: Trainer) -> dict:
         model = trainer.module("generator")
         lsd = []
-        for clip in val_clips:
-            reference = clip[:seconds]
-            low, _ = narrowband_pair(reference, options.target_rate, options.input_rate)
-            up = torchaudio.functional.resample(torch.from_numpy(low), options.input_rate, options.target_rate)
-            up = up[:len(reference)].to(trainer.device)
-            generated = model.extend(up[None], band)[0].cpu().numpy()
+        for reference, upsampled in pairs:
+            generated = model.extend(torch.from_numpy(upsampled)[None].to(trainer.device), band)[0].cpu().numpy()
             lsd.append(scores(generated, reference)["lsd"])
         return {"val_lsd": float(np.mean(lsd))} if lsd else {}
 
     return validate
 
 
-def sinc_lsd(val_clips: list[np.ndarray], options: BweTrainOptions) -> float | None:
+def sinc_lsd(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
     """The sinc baseline's LSD on the held-out clips (what the card compares the model with)."""
-    values = [scores(narrowband_pair(c[:4 * options.target_rate], options.target_rate, options.input_rate)[1],
-                     c[:4 * options.target_rate])["lsd"] for c in val_clips]
-    return float(np.mean(values)) if values else None
+    return float(np.mean([scores(upsampled, reference)["lsd"] for reference, upsampled in pairs])) if pairs else None
 
 
 def check_options(options: BweTrainOptions) -> None:
@@ -178,13 +179,6 @@ def check_options(options: BweTrainOptions) -> None:
         raise UsageError(f"--input-sr {options.input_rate} must be below --target-sr {options.target_rate}")
     if options.segment % options.network.hop_length:
         raise UsageError(f"--segment must be a multiple of the hop ({options.network.hop_length})")
-
-
-def split_files(paths: list[Path], val_files: int) -> tuple[list[Path], list[Path]]:
-    paths = sorted(paths, key=lambda p: p.name)
-    if len(paths) <= val_files:
-        raise UsageError(f"{len(paths)} audio file(s): need more than --val-files {val_files} to train")
-    return (paths[:-val_files], paths[-val_files:]) if val_files else (paths, [])
 
 
 def bwe_card(options: BweTrainOptions, train_files: list[Path], val_files: list[Path], metrics: dict) -> dict:
@@ -200,10 +194,11 @@ def bwe_card(options: BweTrainOptions, train_files: list[Path], val_files: list[
 
 def train_bwe(paths: list[Path], options: BweTrainOptions, log: Callable[[str], None] = lambda _: None) -> dict:
     check_options(options)
-    train_files, val_files = split_files(paths, options.val_files)
+    train_files, val_files = hold_out_last(paths, options.val_files)
     window = options.segment + 2 * context_of(options) * options.network.hop_length
     clips = load_clips(train_files, options.target_rate, options.input_rate, options.network.n_fft)
     val_clips = load_clips(val_files, options.target_rate, options.input_rate, options.network.n_fft)
+    pairs = validation_pairs(val_clips, options)
     log(f"training {options.input_rate} -> {options.target_rate} Hz on {len(clips)} clips "
         f"({sum(map(len, clips)) / options.target_rate:.0f} s), {len(val_clips)} held out: "
         f"{', '.join(p.name for p in val_files)}")
@@ -221,7 +216,7 @@ def train_bwe(paths: list[Path], options: BweTrainOptions, log: Callable[[str], 
                          device=options.device, resume=options.resume, progress=options.progress,
                          description="AP-BWE", settings=resume_settings(options))
     trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, schedulers, config,
-                      step_fn=make_step(options), validate_fn=make_validate(val_clips, options) if val_clips else None)
+                      step_fn=make_step(options), validate_fn=make_validate(pairs, options) if pairs else None)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # before gan_start the discriminators' optimizer does not step, but the loop steps every scheduler
@@ -232,7 +227,7 @@ def train_bwe(paths: list[Path], options: BweTrainOptions, log: Callable[[str], 
     best = trainer.restore_best() if val_clips else None
     model = trainer.module("generator").cpu().eval()
     metrics = {"val_lsd": (best or {}).get("val_lsd", result.get("val_lsd")), "final_val_lsd": result.get("val_lsd"),
-               "sinc_val_lsd": sinc_lsd(val_clips, options), "best_step": (best or {}).get("step"),
+               "sinc_val_lsd": sinc_lsd(pairs), "best_step": (best or {}).get("step"),
                "seconds": seconds}
     path = options.out / "model.safetensors"
     save_checkpoint(path, model, bwe_card(options, train_files, val_files, metrics), half=options.half)

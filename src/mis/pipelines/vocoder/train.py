@@ -28,7 +28,8 @@ from mis.pipelines.vocoder.evaluate import log_spectral_distance, pesq_wideband
 from mis.pipelines.vocoder.mel import MEL_22K
 from mis.pipelines.vocoder.pipeline import TASK
 from mis.transforms.audio import MelConfig, framing_mismatches, griffin_lim, log_mel, mel_filterbank, read_audio_at
-from mis.runtime.training import LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
+from mis.runtime.training import (LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer, hold_out_last,
+                                  resume_settings)
 
 
 @dataclass(kw_only=True)
@@ -68,13 +69,6 @@ def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
             raise InputError(path, f"clip too short for training ({len(samples) / sample_rate:.2f} s; need 0.25 s)")
         clips.append(samples.astype(np.float32))
     return clips
-
-
-def split_files(paths: list[Path], val_files: int) -> tuple[list[Path], list[Path]]:
-    paths = sorted(paths, key=lambda p: p.name)
-    if len(paths) <= val_files:
-        raise UsageError(f"{len(paths)} audio file(s): need more than --val-files {val_files} to train")
-    return (paths[:-val_files], paths[-val_files:]) if val_files else (paths, [])
 
 
 def context_of(options: "VocoderTrainOptions") -> int:
@@ -213,7 +207,7 @@ def check_options(options: VocoderTrainOptions) -> None:
 
 def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable[[str], None] = lambda _: None) -> dict:
     check_options(options)
-    train_files, val_files = split_files(paths, options.val_files)
+    train_files, val_files = hold_out_last(paths, options.val_files)
     clips = load_clips(train_files, options.mel.sample_rate)
     val_clips = load_clips(val_files, options.mel.sample_rate)
     log(f"training on {len(clips)} clips ({sum(map(len, clips)) / options.mel.sample_rate:.0f} s), "

@@ -8,6 +8,17 @@ import numpy as np
 import torch
 
 
+def hold_out_last(paths: Iterable, count: int) -> tuple[list, list]:
+    """(training, held-out) files: the last `count` by name are held out, so the split is the same on every
+    machine and a run's card can name both lists."""
+    from mis.errors import UsageError
+
+    paths = sorted(paths, key=lambda p: p.name)
+    if len(paths) <= count:
+        raise UsageError(f"{len(paths)} file(s): need more than --val-files {count} to train")
+    return (paths[:-count], paths[-count:]) if count else (paths, [])
+
+
 class StepSeededBatches:
     """Batches that are a pure function of (seed, step), so a resumed run sees the same data.
 
