@@ -204,6 +204,60 @@ def check_train_battery(tmp: Path, device: str, smoke: bool) -> dict:
     return out
 
 
+def check_train_interpolate(tmp: Path, device: str, smoke: bool) -> dict:
+    """GaraMoSt training steps per second, fp32 vs bf16 (paper preset at upstream's crop 320, batch 8)."""
+    size = ["--preset", "demo", "--crop", "64", "--batch", "2", "--synthetic", "2"] if smoke else \
+        ["--preset", "paper", "--crop", "320", "--batch", "8", "--synthetic", "16"]
+    steps = "4" if smoke else "60"
+    out = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp / f"interp_{precision}"
+        seconds, _ = mis("train", "interpolate", "-o", str(run), "--steps", steps, "--validate-every", steps, *size,
+                         device=device, precision=precision)
+        out[precision] = {"wall_s": round(seconds, 1), **seconds_per_step(run)}
+    return out
+
+
+def check_interpolate(tmp: Path, device: str, smoke: bool) -> dict:
+    """The real 1024 x 1024 DSA pair, N = 3, shipped demo and the paper config (seeded weights): seconds on the
+    device vs this machine's CPU, encoder once per pair."""
+    import torch
+
+    from mis.checkpoints import build_card
+    from mis.io.image import read_image, to_unit
+    from mis.models.garamost import GaraMoSt, GaraMoStConfig
+    from mis.pipelines.interpolate.pipeline import InterpolationPipeline, even_times
+    from mis.registry import resolve_checkpoint
+    from mis.runtime.config import RuntimeConfig
+    from mis.runtime.device import resolve_policy
+
+    pair = ROOT.parent / "shared" / "data" / "dsa"
+    frames = [to_unit(*read_image(pair / name)) for name in ("DSA_a.png", "DSA_b.png")]
+    if smoke:
+        frames = [f[:256, :256] for f in frames]
+    out = {}
+    for where in dict.fromkeys((device, "cpu")):
+        for network in ("demo", "paper"):
+            if network == "demo":
+                pipeline = InterpolationPipeline.from_checkpoint(resolve_checkpoint("interpolate", None),
+                                                                 RuntimeConfig(device=where))
+            else:
+                torch.manual_seed(0)
+                config = GaraMoStConfig.paper(3)
+                card = build_card("garamost", config.to_dict(), task="interpolate", preprocessing={"bit_depth": 8})
+                pipeline = InterpolationPipeline(GaraMoSt(config), card, resolve_policy(where, "auto"))
+            pipeline(frames[0], frames[1], even_times(3))
+            if where == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            pipeline(frames[0], frames[1], even_times(3))
+            if where == "cuda":
+                torch.cuda.synchronize()
+            out[f"{where}_{network}_n3_s"] = round(time.perf_counter() - start, 3)
+            out[f"{where}_{network}_precision"] = pipeline.policy.precision
+    return out
+
+
 def environment() -> dict:
     import torch
 
@@ -216,7 +270,7 @@ def environment() -> dict:
 
 CHECKS = {"segment": check_segment, "pretrain_ct": check_pretrain, "train_vocoder": check_train_vocoder,
           "vocode": check_vocode, "train_battery": check_train_battery, "train_bwe": check_train_bwe,
-          "bwe": check_bwe}
+          "bwe": check_bwe, "train_interpolate": check_train_interpolate, "interpolate": check_interpolate}
 
 
 def main() -> int:

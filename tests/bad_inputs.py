@@ -6,7 +6,7 @@ the exit code, one line on stderr naming the file and its problem, no traceback,
 good item done, and every input unchanged.
 
 A case is (name, command, make, problem, kind):
-- `command`: segment | vocode | mel | bwe | battery (the batch commands) or model:<command> (a bad `--model`) or
+- `command`: segment | vocode | mel | bwe | interpolate | battery (the batch commands) or model:<command> (a bad `--model`) or
   output:<command> (a bad `-o`);
 - `make(folder) -> path`: writes the bad input below `folder` and returns what to pass on the command line;
 - `problem`: a regular expression the error line must match;
@@ -404,6 +404,86 @@ add("bwe", "bwe_wav_symlink_loop", lambda f: _symlink_loop(f, "b.wav"), "symboli
 @case("model:bwe", "model_of_vocoder_task_for_bwe", "checkpoint is for task 'vocoder'", kind="usage")
 def _vocoder_for_bwe(folder: Path) -> Path:
     return Path(os.environ["MIS_CORPUS_CHECKPOINTS"]) / "vocode.safetensors"
+
+
+# ------------------------------------------------------------------------------------------ interpolation
+# (the corpus' tiny model is grayscale and 8-bit; a good input is a folder of numbered 48 x 64 PNG frames)
+
+def frame_stack(count=3, shape=(48, 64), dtype=np.uint8, seed=SEED) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.random(shape)
+    top = np.iinfo(dtype).max
+    return np.stack([(np.roll(base, k, axis=1) * top).astype(dtype) for k in range(count)])
+
+
+def frame_folder(folder: Path, frames, numbers=None, suffix=".png", mode=None) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, frame in zip(numbers or range(1, len(frames) + 1), frames):
+        (Image.fromarray(frame, mode) if mode else Image.fromarray(frame)).save(folder / f"frame_{number:03d}{suffix}")
+    return folder
+
+
+def multiframe_dicom(path: Path, frames: np.ndarray) -> Path:
+    """A minimal uncompressed multi-frame XA file (pydicom), as an angiography system exports one."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientName, ds.PatientID = "XA", "Corpus^Case", "C1"
+    ds.NumberOfFrames, ds.FrameTime = len(frames), 66.67
+    ds.FrameIncrementPointer = pydicom.tag.Tag(0x0018, 0x1063)
+    ds.Rows, ds.Columns = frames.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = np.ascontiguousarray(frames, np.uint8).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+add("interpolate", "frames_with_a_gap_in_numbering", lambda f: frame_folder(f / "gapseq", frame_stack(3), [1, 2, 4]),
+    "frame 3 is missing")
+add("interpolate", "frames_of_different_sizes",
+    lambda f: frame_folder(f / "sizeseq", [*frame_stack(2), frame_stack(1, (40, 64))[0]]), "frame is 64x40 but")
+add("interpolate", "frames_one_only", lambda f: frame_folder(f / "oneseq", frame_stack(1)), "one frame")
+add("interpolate", "frames_rgba_with_transparency",
+    lambda f: frame_folder(f / "rgbaseq", [np.dstack([x, x, x, np.where(x > 128, 255, 0).astype(np.uint8)])
+                                           for x in frame_stack(2)], mode="RGBA"), "alpha channel")
+add("interpolate", "frames_sixteen_bit_for_an_eight_bit_model",
+    lambda f: frame_folder(f / "deepseq", frame_stack(3, dtype=np.uint16)), "16-bit frames, but this model")
+add("interpolate", "frames_colour_for_a_grayscale_model",
+    lambda f: frame_folder(f / "colourseq", [np.dstack([x, x[::-1], x]) for x in frame_stack(2)]), "colour")
+add("interpolate", "frames_too_small", lambda f: frame_folder(f / "tinyseq", frame_stack(2, (8, 8))), "too small")
+add("interpolate", "frames_truncated_png",
+    lambda f: _truncate(frame_folder(f / "cutseq", frame_stack(3)) / "frame_002.png", 0.5).parent,
+    "truncated|not a readable")
+add("interpolate", "frames_text_named_png",
+    lambda f: _write(frame_folder(f / "textseq", frame_stack(2)) / "frame_003.png", b"not an image\n" * 20).parent,
+    "truncated|not a readable")
+add("interpolate", "dicom_truncated",
+    lambda f: _truncate(multiframe_dicom(f / "cut.dcm", frame_stack(4)), 0.6), "truncated")
+add("interpolate", "dicom_text", lambda f: _write(f / "notes.dcm", b"hello\n" * 100), "not a readable DICOM|not DICOM")
+add("interpolate", "dicom_single_frame", lambda f: multiframe_dicom(f / "still.dcm", frame_stack(1)), "single-frame|one frame")
+add("interpolate", "nifti_sequence_with_nan",
+    lambda f: nifti(f / "nancine.nii.gz", np.where(np.arange(48 * 64 * 3).reshape(64, 48, 3) == 5, np.nan, 1.0)
+                    .astype(np.float32)), "NaN")
+add("interpolate", "nifti_volume_not_a_sequence",
+    lambda f: nifti(f / "vol.nii.gz", np.zeros((16, 16, 4, 3), np.float32)), "frame sequence is")
+add("interpolate", "sequence_missing", lambda f: f / "absent.dcm", "no such file or directory|not found")
+
+
+@case("model:interpolate", "model_of_bwe_task_for_interpolate", "checkpoint is for task 'bwe'", kind="usage")
+def _bwe_for_interpolate(folder: Path) -> Path:
+    return Path(os.environ["MIS_CORPUS_CHECKPOINTS"]) / "bwe.safetensors"
 
 
 # ------------------------------------------------------------------------------------------------ battery

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bad_inputs import CASES, N_CYCLES, arbin_cell, ct_volume, mel_array, nifti, speech
-from contract_cases import battery, bwe, ct_segmentation, vocoder
+from bad_inputs import CASES, N_CYCLES, arbin_cell, ct_volume, frame_folder, frame_stack, mel_array, nifti, speech
+from contract_cases import battery, bwe, ct_segmentation, interpolate, vocoder
 
 runner = CliRunner()
 COMMANDS = {"segment": ["segment"], "vocode": ["vocode"], "mel": ["mel"], "bwe": ["bwe"],
-            "battery": ["battery", "predict"]}
+            "interpolate": ["interpolate"], "battery": ["battery", "predict"]}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,8 @@ def checkpoints(tmp_path_factory):
     made["mel"] = made["vocode"]
     made["battery"] = battery.make_checkpoint(folder)
     made["bwe"] = bwe.make_checkpoint(folder)
+    made["interpolate"] = interpolate.make_checkpoint(folder)
+    shutil.copy(made["bwe"], folder / "bwe.safetensors")
     for command in ("segment", "vocode", "battery"):
         shutil.copy(made[command], folder / f"{command}.safetensors")
     os.environ["MIS_CORPUS_CHECKPOINTS"] = str(folder)
@@ -54,6 +56,8 @@ def good_input(command: str, folder: Path) -> Path:
         path = folder / "goodphone.wav"
         sf.write(str(path), speech(0.5, 16000), 16000, subtype="PCM_16")
         return path
+    if command == "interpolate":
+        return frame_folder(folder / "goodseq", frame_stack(3, seed=99))
     return arbin_cell(folder / "goodcell.csv", seed=3, cycles=N_CYCLES + 5)
 
 
@@ -108,7 +112,8 @@ def test_bad_input(case, checkpoints, tmp_path):
         assert len(named) == 1, f"expected one line naming {bad}:\n{result.stderr}"
         assert re.search(case.problem, named[0]), named[0]
     assert snapshot(inputs) == before, "an input was modified"
-    written = sorted(p.name for p in out.rglob("*") if p.is_file()) if out.exists() else []
+    # what -o holds at its top level (a sequence's output is a folder of frames named after it)
+    written = sorted({p.relative_to(out).parts[0] for p in out.rglob("*") if p.is_file()}) if out.exists() else []
     if case.kind == "usage":
         assert written == [], written
     else:
@@ -122,4 +127,4 @@ def test_the_corpus_covers_every_class():
     assert len(CASES) >= 150, len(CASES)
     assert len({c.name for c in CASES}) == len(CASES), "case names must be unique"
     commands = {c.command.partition(":")[0] for c in CASES}
-    assert {"segment", "vocode", "mel", "bwe", "battery", "model", "output"} <= commands
+    assert {"segment", "vocode", "mel", "bwe", "interpolate", "battery", "model", "output"} <= commands

@@ -8,4 +8,5 @@ TASK_PACKAGES = (
     "battery",
     "vocoder",
     "bwe",
+    "interpolate",
 )

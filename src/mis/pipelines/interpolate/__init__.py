@@ -1,0 +1,1 @@
+"""DSA frame interpolation: GaraMoSt."""
