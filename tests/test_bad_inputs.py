@@ -30,7 +30,6 @@ def checkpoints(tmp_path_factory):
     made["battery"] = battery.make_checkpoint(folder)
     made["bwe"] = bwe.make_checkpoint(folder)
     made["interpolate"] = interpolate.make_checkpoint(folder)
-    shutil.copy(made["bwe"], folder / "bwe.safetensors")
     for command in ("segment", "vocode", "battery"):
         shutil.copy(made[command], folder / f"{command}.safetensors")
     os.environ["MIS_CORPUS_CHECKPOINTS"] = str(folder)

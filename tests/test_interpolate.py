@@ -269,3 +269,52 @@ def test_the_losses_see_blur_and_edges_but_not_brightness():
     assert laplacian_l1(x, x) == 0 and laplacian_l1(blurred, x) > 0.05
     assert census_loss(x, x) == 0
     assert census_loss(x + 0.1, x) < 1e-6 < census_loss(torch.roll(x, 2, dims=-1), x)
+
+
+def test_several_sequences_in_one_run_and_a_rerun(tmp_path):
+    checkpoint = make_checkpoint(tmp_path)
+    first = write_frames(tmp_path / "in" / "a", sequence(3, seed=1))
+    second = write_frames(tmp_path / "in" / "b", sequence(4, seed=2))
+    args = ["interpolate", str(first), str(second), "--model", str(checkpoint), "-o", str(tmp_path / "out")]
+    assert runner.invoke(app(), args).exit_code == 0
+    assert len(list((tmp_path / "out" / "a_interp").iterdir())) == 5
+    assert len(list((tmp_path / "out" / "b_interp").iterdir())) == 7
+    again = runner.invoke(app(), ["--json", *args])
+    assert again.exit_code == 1 and "output exists" in again.stderr
+    skipped = runner.invoke(app(), ["--json", *args, "--skip-existing"])
+    assert skipped.exit_code == 0 and json.loads(skipped.stdout)["skipped"] == 2
+    assert runner.invoke(app(), [*args, "--overwrite"]).exit_code == 0
+
+
+def test_fps_at_a_non_integer_ratio_keeps_the_acquired_frames_it_meets(tmp_path):
+    import pydicom
+
+    from bad_inputs import multiframe_dicom
+
+    stored = sequence(10, shape=(32, 48))
+    source = multiframe_dicom(tmp_path / "1.2.840.99.7.dcm", stored)       # 66.67 ms, a UID-style name with dots
+    checkpoint = make_checkpoint(tmp_path)
+    result = runner.invoke(app(), ["interpolate", str(source), "--fps", "25", "--model", str(checkpoint),
+                                   "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = pydicom.dcmread(tmp_path / "out" / "1.2.840.99.7_interp.dcm")
+    assert int(written.NumberOfFrames) == 16 and float(written.FrameTime) == pytest.approx(40.0)
+    np.testing.assert_array_equal(written.pixel_array[[0, 5, 10, 15]], stored[[0, 3, 6, 9]])  # t = 0, 0.2 s, ...
+
+
+def test_an_output_file_of_another_format_and_a_half_existing_pair_are_refused(tmp_path):
+    checkpoint = make_checkpoint(tmp_path)
+    folder = write_frames(tmp_path / "seq", sequence(3))
+    result = runner.invoke(app(), ["interpolate", str(folder), "--model", str(checkpoint), "-o", str(tmp_path / "x.dcm")])
+    assert result.exit_code == 1 and "is not the input's format" in result.stderr
+    assert not (tmp_path / "x.dcm").exists()
+    stored = sequence(2)
+    for k, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(stored[k]).save(tmp_path / name)
+    pair = ["interpolate", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(checkpoint),
+            "-o", str(tmp_path / "out")]
+    assert runner.invoke(app(), [*pair, "-n", "1"]).exit_code == 0                     # a_b_t0.500.png
+    result = runner.invoke(app(), [*pair, "--times", "0.25,0.5"])
+    assert result.exit_code == 1 and "a_b_t0.500.png: output exists" in result.stderr
+    assert not (tmp_path / "out" / "a_b_t0.250.png").exists()
+    assert runner.invoke(app(), [*pair, "--times", "0.5,0.5"]).exit_code == 2

@@ -22,6 +22,8 @@ def parse_times(text: Optional[str]) -> Optional[tuple[float, ...]]:
             from None
     if not times or not all(0.0 < t < 1.0 for t in times):
         raise UsageError(f"--times {text!r}: every timestep must lie strictly between 0 and 1")
+    if len({round(t, 3) for t in times}) < len(times):
+        raise UsageError(f"--times {text!r}: a timestep repeats (to 3 decimals, as output names give them)")
     return times
 
 
@@ -57,14 +59,16 @@ def interpolate(
                                          "k - 1 new frames per gap"),
     times: Optional[str] = typer.Option(None, "--times", help="Timesteps to insert in every gap, e.g. 0.25,0.5"),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.01, help="Resample a sequence to this frame rate "
-                                        "(needs the frame time in the file: DICOM, NIfTI)"),
+                                        "(needs the frame time in the file: DICOM, NIfTI); acquired frames are kept "
+                                        "where the new time grid meets them"),
     exp: Optional[int] = typer.Option(None, "--exp", min=1, max=6, help="RIFE's convention: factor 2^E"),
-    output: Path = typer.Option(Path("interpolated"), "--output", "-o", help="Output folder (or a .dcm/.nii.gz "
-                                "for one sequence)"),
+    output: Path = typer.Option(Path("interpolated"), "--output", "-o", help="Output folder (or, for one DICOM or "
+                                "NIfTI sequence, a .dcm / .nii.gz file of the same format)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="GaraMoSt checkpoint (default: the shipped demo)"),
     flow_scale: float = typer.Option(1.0, "--flow-scale", min=0.0625, max=1.0, help="Estimate motion on frames "
                                      "resized by this factor (0.5 for 2048 px frames): memory and time / 4"),
-    preview: bool = typer.Option(False, "--preview", help="Also write an animated GIF of each output sequence"),
+    preview: bool = typer.Option(False, "--preview", help="Also write an animated GIF beside each output "
+                                 "sequence (sequences only)"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
 ) -> None:
@@ -82,17 +86,20 @@ def interpolate(
         pipeline = InterpolationPipeline.from_checkpoint(resolve_checkpoint("interpolate", model), runtime,
                                                          flow_scale=flow_scale)
     if is_image_pair(inputs):
+        if preview:
+            raise UsageError("--preview is for sequences; two images give their new frames as PNGs")
         if how["fps"] is not None:
             raise UsageError("--fps needs a sequence with a frame time; for two images give -n or --times")
         pair_times = how["times"] or even_times((how["factor"] or 2) - 1)
         first, second = (Path(p) for p in inputs)
-        items = plan_pair(first, second, output, pair_times)
+        items = plan_pair(first, second, output, pair_times, skip_existing=skip_existing, overwrite=overwrite)
         summary = interpolate_files(pipeline, items, pair_times, runtime, second=second,
                                     skip_existing=skip_existing, overwrite=overwrite)
         columns = ["frames", "size"]
     else:
         items = plan_sequences(inputs, output)
-        options = SequenceOptions(factor=how["factor"], times=how["times"], fps=how["fps"], preview=preview)
+        options = SequenceOptions(factor=how["factor"], times=how["times"], fps=how["fps"], preview=preview,
+                                  overwrite=overwrite)
         summary = interpolate_files(pipeline, items, options, runtime, skip_existing=skip_existing,
                                     overwrite=overwrite)
         columns = ["format", "frames_in", "frames_out", "frame_time_ms"]

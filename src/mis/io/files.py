@@ -166,7 +166,7 @@ def output_paths_for(
     their parent folder names prepended (``p1_CT_seg.nii.gz``) until the names are unique.
     """
     paths = [Path(p) for p in inputs]
-    if len(paths) > 1 and Path(out_dir).name.lower().endswith(suffix.lower()):
+    if suffix and len(paths) > 1 and Path(out_dir).name.lower().endswith(suffix.lower()):
         raise UsageError(f"-o {out_dir} names one {suffix} file but there are {len(paths)} inputs; give a folder")
     stems = [input_stem(p) for p in paths]
     depth = [0] * len(paths)
@@ -209,17 +209,17 @@ def source_target_pairs(inputs: Sequence[str], output: str | Path, kinds: Sequen
         targets = [output]
     else:
         targets = output_paths_for(sources, output, suffix=suffix, stem_suffix=stem_suffix)
-    own_outputs = {_key(t) for t in targets} if len(targets) > 1 else set()
-    keep = [i for i, source in enumerate(sources) if _key(source) not in own_outputs]
-    counts = Counter(_key(targets[i]) for i in keep)
+    own_outputs = {path_key(t) for t in targets} if len(targets) > 1 else set()
+    keep = [i for i, source in enumerate(sources) if path_key(source) not in own_outputs]
+    counts = Counter(path_key(targets[i]) for i in keep)
     planned = []
     for i in keep:
         source, target, problem = sources[i], targets[i], None
         if isinstance(resolved[i], InputError):
             problem = str(resolved[i])   # e.g. "no files match this pattern", as resolving found it
-        elif _key(source) == _key(target):
+        elif path_key(source) == path_key(target):
             problem = f"{source}: the output would replace the input; choose another -o"
-        elif counts[_key(target)] > 1:
+        elif counts[path_key(target)] > 1:
             problem = f"{source}: another input would write the same output {target.name}; rename one of them"
         planned.append((source, target, problem))
     return planned
@@ -236,6 +236,6 @@ def check_output_location(output: Path) -> None:
             raise UsageError(f"-o {output}: {folder}: {problem}")
 
 
-def _key(path: Path) -> str:
+def path_key(path: Path) -> str:
     """Identity of a path for clash checks (case-folded: macOS and Windows file systems ignore case)."""
     return str(real_path(path)).lower()

@@ -37,6 +37,7 @@ class WorkItem:
     source: Path
     target: Path | None = None  # None: the item produces no file (e.g. a count or a score)
     problem: str | None = None  # known before running (e.g. its output would replace its input): fails at once
+    folder_output: bool = False  # the target is a folder the job writes whole (a frame sequence), not a file
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _precheck(slot: _Slot, skip_existing: bool, overwrite: bool) -> bool:
     if folder is not None and not os.access(folder, os.W_OK):
         slot.finish("failed", f"{folder}: cannot write in this folder (permission denied)")  # before any computing
         return False
-    if target is not None and target.is_dir():
+    if target is not None and target.is_dir() and not slot.item.folder_output:
         slot.finish("failed", f"{target}: is a folder, not an output file")
         return False
     if target is None or not target.exists():

@@ -20,7 +20,7 @@ def demo(sample: Path, out: Path, runtime: RuntimeConfig) -> list[dict]:
     source = sample / "dsa" / "sequence"
     pipeline = InterpolationPipeline.from_checkpoint(resolve_checkpoint("interpolate", None), runtime)
     items = plan_sequences([str(source)], out / "dsa")
-    summary = interpolate_files(pipeline, items, SequenceOptions(factor=2, preview=True), runtime, overwrite=True)
+    summary = interpolate_files(pipeline, items, SequenceOptions(factor=2, preview=True, overwrite=True), runtime, overwrite=True)
     result = summary.results[0]
     scores = evaluate_sequence(pipeline, source, drop=1)
     return [{"pipeline": "interpolate", "input": source.name, "output": result.target, "status": result.status,

@@ -22,9 +22,12 @@ from mis.pipelines.interpolate.run import check_bit_depth
 METHODS = ("model", "linear", "nearest")
 
 
+MAX_PSNR = 100.0   # dB: identical frames (a repeated frame, the nearest-frame baseline) score this, not infinity
+
+
 def psnr(predicted: np.ndarray, target: np.ndarray) -> float:
     mse = float(np.mean((np.asarray(predicted, np.float64) - np.asarray(target, np.float64)) ** 2))
-    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
+    return MAX_PSNR if mse <= 10 ** (-MAX_PSNR / 10) else -10.0 * np.log10(mse)
 
 
 def ssim(predicted: np.ndarray, target: np.ndarray) -> float:

@@ -15,6 +15,7 @@ factor, for frames too large for the network at full size.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from mis.pipelines.base import Pipeline
 TASK = "interpolate"
 BIT_DEPTHS = (8, 16)
 MIN_SIDE = 16      # pixels: a smaller frame has nothing a flow network can use
-SNAP = 1e-3        # of a frame period: output times this close to an acquired frame are that frame
+RATIO_TOLERANCE = 1e-3   # relative: a frame-rate ratio this close to a simple fraction is that fraction
 
 
 @dataclass
@@ -45,6 +46,8 @@ def check_times(times: Sequence[float], source: str = "times") -> tuple[float, .
     bad = [t for t in times if not (0.0 < t < 1.0)]
     if bad:
         raise InputError(source, f"timesteps must lie strictly between 0 and 1 (the two input frames), not {bad}")
+    if len({round(t, 3) for t in times}) < len(times):
+        raise InputError(source, f"timesteps {list(times)} repeat (to 3 decimals): each new frame once")
     return times
 
 
@@ -232,19 +235,26 @@ def sequence_plan(count: int, *, factor: int | None = None, times: Sequence[floa
 
 
 def _resampled(count: int, period: float, step: float) -> list[tuple[int, float]]:
-    """Output times k * step on the input's time line. Within SNAP of an acquired frame the acquired frame is
-    used: frame times are stored rounded (66.67 ms for 15 fps), which must not turn every original into a
-    new frame at t = 0.9999."""
-    duration = (count - 1) * period
+    """Output times k * step on the input's time line, as exact fractions of a frame period. Frame times are
+    stored rounded (66.67 ms for 15 fps): a rate ratio within 0.1 % of a simple fraction (2, 5/2, 1001/1000 ...)
+    is taken as that fraction, so acquired frames stay acquired frames however long the run."""
+    ratio = Fraction(period / step)
+    simple = ratio.limit_denominator(1001)
+    if abs(simple - ratio) <= RATIO_TOLERANCE * ratio:
+        ratio = simple
     plan = []
-    for k in range(int(math.floor(duration / step + SNAP)) + 1):
-        position = k * step / period            # in input frames
-        nearest = round(position)
-        if abs(position - nearest) < SNAP:
-            plan.append((min(nearest, count - 1), 0.0))
-        else:
-            plan.append((int(math.floor(position)), position - math.floor(position)))
+    for k in range(int(math.floor((count - 1) * ratio)) + 1):
+        position = Fraction(k) / ratio            # in input frames, exact
+        i = min(math.floor(position), count - 1)
+        t = float(position - i)
+        plan.append((i, 0.0) if t == 0 or i == count - 1 else (i, t))
     return plan
+
+
+def keeps_every_input(plan: list[tuple[int, float]], count: int) -> bool:
+    """True when every acquired frame is in the output once (factor, times, fps raised by a whole ratio): the
+    writers can then mark which frames are new."""
+    return [i for i, t in plan if t == 0] == list(range(count))
 
 
 def import_preprocessing(network_config: dict) -> dict:

@@ -8,24 +8,22 @@ a NIfTI with the time step updated; 8- and 16-bit frames stay so. `--preview` ad
 """
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mis.errors import InputError
-from mis.io.atomic import atomic_output
-from mis.io.files import input_stem, output_paths_for, source_target_pairs
+from mis.errors import InputError, UsageError
+from mis.io.files import check_output_location, input_stem, output_paths_for, path_key, resolve_each
 from mis.io.frames import SEQUENCE, read_sequence, write_preview, write_sequence
 from mis.io.image import IMAGE, from_unit, read_image, to_unit, write_image
-from mis.pipelines.interpolate.pipeline import InterpolationPipeline, check_times, sequence_plan
+from mis.pipelines.interpolate.pipeline import InterpolationPipeline, keeps_every_input, sequence_plan
 from mis.runtime.batch import BatchJob, run_batch
 from mis.runtime.config import RuntimeConfig
-from mis.runtime.executor import RunSummary, WorkItem
-
-SEQUENCE_SUFFIX = {"folder": "", "dicom": ".dcm", "nifti": ".nii.gz"}
-
+from mis.runtime.executor import OUTPUT_EXISTS, RunSummary, WorkItem
 
 @dataclass(kw_only=True)
 class SequenceOptions:
@@ -33,13 +31,16 @@ class SequenceOptions:
     times: tuple[float, ...] | None = None
     fps: float | None = None
     preview: bool = False
+    overwrite: bool = False               # also for the preview GIF beside each output
 
 
 def check_bit_depth(pipeline: InterpolationPipeline, bit_depth: int, source: str | Path) -> None:
     """A 16-bit frame through a model trained on 8-bit ones would be scaled into a range it never saw."""
     if bit_depth > pipeline.bit_depth:
+        hint = (f"use a {bit_depth}-bit model" if bit_depth == 16 else
+                f"convert them to {pipeline.bit_depth}-bit integers")
         raise InputError(source, f"{bit_depth}-bit frames, but this model was trained on {pipeline.bit_depth}-bit "
-                         f"frames: convert them to {pipeline.bit_depth}-bit or use a {bit_depth}-bit model")
+                         f"frames: convert them to {pipeline.bit_depth}-bit or {hint}")
 
 
 # ---- two images ---------------------------------------------------------------------------------------
@@ -47,9 +48,17 @@ def pair_names(first: Path, second: Path, times: Sequence[float]) -> list[str]:
     return [f"{input_stem(first)}_{input_stem(second)}_t{t:.3f}.png" for t in times]
 
 
-def plan_pair(first: Path, second: Path, output: Path, times: Sequence[float]) -> list[WorkItem]:
-    target = output / pair_names(first, second, times)[0]
-    return [WorkItem(f"{first.name} + {second.name}", first, target)]
+def plan_pair(first: Path, second: Path, output: Path, times: Sequence[float], *, skip_existing: bool = False,
+              overwrite: bool = False) -> list[WorkItem]:
+    """One item writing one PNG per timestep into the folder `output`. The runner checks the first name; the
+    others are checked here, so that a set is never half replaced or half skipped."""
+    check_output_location(output)
+    targets = [output / name for name in pair_names(first, second, times)]
+    existing = [t for t in targets if t.exists()]
+    problem = None
+    if existing and not overwrite and not (skip_existing and len(existing) == len(targets)):
+        problem = f"{existing[0]}: {OUTPUT_EXISTS}"
+    return [WorkItem(f"{first.name} + {second.name}", first, targets[0], problem)]
 
 
 def pair_job(pipeline: InterpolationPipeline, second: Path, times: tuple[float, ...]) -> BatchJob:
@@ -70,29 +79,66 @@ def pair_job(pipeline: InterpolationPipeline, second: Path, times: tuple[float, 
     def write(item: WorkItem, output) -> dict:
         frames, meta = output
         names = pair_names(item.source, second, times)
-        for frame, name in zip(frames, names):
-            write_image(item.target.parent / name, from_unit(frame, meta), bit_depth=meta.bit_depth)
+        written = []
+        try:
+            for frame, name in zip(frames, names):
+                written.append(write_image(item.target.parent / name, from_unit(frame, meta), bit_depth=meta.bit_depth))
+        except BaseException:
+            for path in written:            # a set of frames is written whole or not at all
+                Path(path).unlink(missing_ok=True)
+            raise
         return {"frames": len(names), "size": f"{frames.shape[2]}x{frames.shape[1]}"}
 
     return BatchJob(read=read, compute=compute, write=write, description="interpolate")
 
 
 # ---- sequences ------------------------------------------------------------------------------------------
-def plan_sequences(inputs: list[str], output: Path) -> list[WorkItem]:
-    """One item per sequence; the target is named after it with the suffix of its own format (decided when
-    it is read, so the planned target carries no suffix unless -o names one file)."""
-    pairs = source_target_pairs(inputs, output, kinds=(SEQUENCE,), suffix="", stem_suffix="_interp",
-                                file_suffixes=(".dcm", ".nii.gz", ".nii"))
-    items = []
-    for source, target, problem in pairs:
-        if not problem and target.suffix == "" and source.is_file():
-            target = target.with_name(target.name + sequence_suffix(source))
-        items.append(WorkItem(str(source), source, target, problem))
-    return items
+SEQUENCE_FILE_SUFFIXES = (".dcm", ".nii.gz", ".nii")
 
 
 def sequence_suffix(source: Path) -> str:
-    name = source.name.lower()
+    """The output's suffix: a sequence is written in its own format (a folder has none)."""
+    if source.is_dir():
+        return ""
+    return ".nii.gz" if source.name.lower().endswith((".nii", ".nii.gz")) else ".dcm"
+
+
+def plan_sequences(inputs: list[str], output: Path) -> list[WorkItem]:
+    """One item per sequence, its target named after it in its own format (`<name>_interp/`, `.dcm`,
+    `.nii.gz`), or `-o` itself when it names one file of the input's format. Arguments that do not resolve,
+    targets that clash or would replace an input, and earlier outputs found among the inputs are handled as
+    `source_target_pairs` does for other commands."""
+    check_output_location(output)
+    resolved = resolve_each(inputs, (SEQUENCE,))
+    sources = [Path(r.path) if isinstance(r, InputError) else r for r in resolved]
+    names_one_file = output.name.lower().endswith(SEQUENCE_FILE_SUFFIXES)
+    if names_one_file and len(sources) > 1:
+        raise UsageError(f"-o {output} names one file but there are {len(sources)} inputs; give a folder")
+    if names_one_file:
+        targets = [output]
+    else:
+        stems = output_paths_for(sources, output, suffix="", stem_suffix="_interp")
+        targets = [t.with_name(t.name + sequence_suffix(s)) for t, s in zip(stems, sources)]
+    own_outputs = {path_key(t) for t in targets} if len(targets) > 1 else set()
+    counts = Counter(path_key(t) for t in targets)
+    items = []
+    for source, target, found in zip(sources, targets, resolved):
+        if path_key(source) in own_outputs:
+            continue       # an earlier run's output in the input folder
+        problem = str(found) if isinstance(found, InputError) else None
+        if problem is None and names_one_file and sequence_suffix(source) != _file_suffix(output):
+            problem = (f"{source}: -o {output.name} is not the input's format (a sequence is written as "
+                       f"{'a folder of frames' if source.is_dir() else 'a ' + sequence_suffix(source) + ' file'})")
+        elif problem is None and path_key(source) == path_key(target):
+            problem = f"{source}: the output would replace the input; choose another -o"
+        elif problem is None and counts[path_key(target)] > 1:
+            problem = f"{source}: another input would write the same output {target.name}; rename one of them"
+        items.append(WorkItem(str(source), source, target, problem, folder_output=source.is_dir()))
+    return items
+
+
+def _file_suffix(path: Path) -> str:
+    name = path.name.lower()
     return ".nii.gz" if name.endswith((".nii", ".nii.gz")) else ".dcm"
 
 
@@ -105,8 +151,14 @@ def output_frame_time(meta_time: float | None, plan: list[tuple[int, float]], co
     return meta_time * (count - 1) / (len(plan) - 1)   # the same duration over more frames (even for --times)
 
 
+def preview_path(target: Path) -> Path:
+    return target.with_name(input_stem(target) + "_preview.gif")
+
+
 def sequence_job(pipeline: InterpolationPipeline, options: SequenceOptions) -> BatchJob:
     def read(item: WorkItem):
+        if options.preview and preview_path(item.target).exists() and not options.overwrite:
+            raise InputError(preview_path(item.target), OUTPUT_EXISTS)
         frames, meta = read_sequence(item.source)
         check_bit_depth(pipeline, meta.bit_depth, item.source)
         plan = sequence_plan(len(frames), factor=options.factor, times=options.times, fps=options.fps,
@@ -118,32 +170,41 @@ def sequence_job(pipeline: InterpolationPipeline, options: SequenceOptions) -> B
 
     def write(item: WorkItem, output) -> dict:
         frames, meta, plan, count = output
-        inserted = [t > 0 for _, t in plan]
+        # which output frames are new, when every acquired frame is kept once (not when --fps drops some)
+        inserted = [t > 0 for _, t in plan] if keeps_every_input(plan, count) else None
         frame_time = output_frame_time(meta.frame_time_ms, plan, count, options)
         target = write_sequence(frames, meta, item.target, frame_time_ms=frame_time, inserted=inserted)
-        info = {"frames_in": count, "frames_out": len(frames), "inserted": int(sum(inserted)),
+        info = {"frames_in": count, "frames_out": len(frames), "inserted": sum(t > 0 for _, t in plan),
                 "format": meta.format}
         if frame_time:
             info["frame_time_ms"] = round(frame_time, 3)
         if options.preview:
-            preview = target.with_name(input_stem(target) + "_preview.gif")
-            write_preview(frames, preview, fps=1000.0 / frame_time if frame_time else 10.0)
-            info["preview"] = str(preview)
+            try:
+                unit = np.stack([to_unit(frame, meta.image) for frame in frames])
+                write_preview(unit, preview_path(target), fps=1000.0 / frame_time if frame_time else 10.0)
+            except BaseException:
+                remove_output(target)        # the item failed: leave no half of it
+                raise
+            info["preview"] = str(preview_path(target))
         return info
 
     return BatchJob(read=read, compute=compute, write=write, description="interpolate")
 
 
+def remove_output(target: Path) -> None:
+    if target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        target.unlink(missing_ok=True)
+
+
 def interpolate_sequence(pipeline: InterpolationPipeline, frames: np.ndarray, meta, plan: list[tuple[int, float]]):
-    """Stored frames -> the output sequence in the stored dtype (converted frame by frame: memory holds the
-    input, the output and one batch of float frames)."""
+    """Stored frames -> the output sequence in the stored dtype, new frames converted one at a time."""
     unit = np.stack([to_unit(frame, meta.image) for frame in frames])
     out = np.empty((len(plan), *frames.shape[1:]), dtype=frames.dtype)
     for k, frame in enumerate(pipeline.iter_sequence(unit, plan, source=str(meta.source))):
-        out[k] = frame if plan[k][1] == 0 else from_unit(frame, meta.image)
-    for k, (i, t) in enumerate(plan):
-        if t == 0:
-            out[k] = frames[i]   # the acquired frames exactly as stored
+        i, t = plan[k]
+        out[k] = frames[i] if t == 0 else from_unit(frame, meta.image)   # acquired frames exactly as stored
     return out, meta, plan, len(frames)
 
 

@@ -16,8 +16,10 @@ SPEC = TaskSpec(
     ),
     models=(
         ShippedModel("interpolate_garamost_demo", "interpolate_garamost_demo.safetensors",
-                     "GaraMoSt, grayscale, narrow (demo config); trained on synthetic DSA and coronary sequences",
-                     quality="see `mis models info interpolate_garamost_demo` for its PSNR against linear blending",
+                     "GaraMoSt demo config (grayscale, F = 8, 1.35 M parameters); 240 synthetic DSA and coronary "
+                     "sequences, 3000 steps (30 min on a 2-core CPU)",
+                     quality="every other frame of a real coronary cine it never saw: PSNR 29.57 vs linear blending "
+                             "28.94 dB (+0.63), SSIM 0.776 vs 0.736 (upstream reports > 38 dB on its private DSA)",
                      instead="for real use import the released GaraMoSt weights (`mis models import --task "
                              "interpolate`) or train on your sequences on a GPU (`mis train interpolate`)"),
     ),

@@ -74,8 +74,9 @@ def synthetic_pool(options: InterpolateTrainOptions, log: Callable[[str], None])
     return pool
 
 
-def read_real(paths: list[Path], bit_depth: int) -> list[np.ndarray]:
-    """Real sequences as float32 [T, H, W] in [0, 1]; colour ones are refused (the demo network is grayscale)."""
+def read_real(paths: list[Path], bit_depth: int, crop: int | None = None) -> list[np.ndarray]:
+    """Real sequences as float32 [T, H, W] in [0, 1], checked before training starts (not at the step that
+    first draws one): grayscale, the run's bit depth, at least 3 frames, frames no smaller than the crop."""
     sequences = []
     for path in paths:
         frames, meta = read_sequence(path)
@@ -83,7 +84,11 @@ def read_real(paths: list[Path], bit_depth: int) -> list[np.ndarray]:
             raise InputError(path, f"{meta.bit_depth}-bit frames; this run trains a {bit_depth}-bit model "
                              "(--bit-depth 16)")
         if frames.ndim != 3:
-            raise InputError(path, "colour frames: the network is grayscale")
+            raise InputError(path, "colour frames: training takes grayscale sequences")
+        if len(frames) < 3:
+            raise InputError(path, f"{len(frames)} frames: training needs at least 3 (two inputs and a target)")
+        if crop is not None and min(frames.shape[1:]) < crop:
+            raise InputError(path, f"frames of {frames.shape[2]}x{frames.shape[1]} are smaller than --crop {crop}")
         sequences.append(np.stack([to_unit(f, meta.image) for f in frames]).astype(np.float32))
     return sequences
 
@@ -111,7 +116,7 @@ def draw_sample(sequence: np.ndarray, options: InterpolateTrainOptions, rng: np.
     strides = [s for s in range(1, options.max_stride + 1) if (n + 1) * s < len(sequence)] or [1]
     stride = int(rng.choice(strides))
     span = (n + 1) * stride
-    if span >= len(sequence):
+    if span >= len(sequence):             # a short real sequence: the shortest clip (read_real checked >= 3)
         n, stride, span = 1, 1, 2
     start = int(rng.integers(0, len(sequence) - span))
     k = int(rng.integers(1, n + 1))
@@ -125,11 +130,22 @@ def draw_sample(sequence: np.ndarray, options: InterpolateTrainOptions, rng: np.
     return picked[0], picked[2], picked[1], t
 
 
+def as_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """[B, 1, H, W] grayscale -> the network's channel count (replicated for 3-channel networks, as upstream)."""
+    return x.expand(-1, channels, -1, -1).contiguous() if channels != x.shape[1] else x
+
+
 def batch_sampler(sources: list[np.ndarray], options: InterpolateTrainOptions) -> Callable:
+    channels = options.network.in_chans
+
     def sample(rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
         rows = [draw_sample(sources[int(rng.integers(len(sources)))], options, rng)
                 for _ in range(options.batch_size)]
-        stack = lambda i: torch.from_numpy(np.ascontiguousarray(np.stack([r[i] for r in rows]))[:, None])
+
+        def stack(i: int) -> torch.Tensor:
+            return as_channels(torch.from_numpy(np.ascontiguousarray(np.stack([r[i] for r in rows]))[:, None]),
+                               channels)
+
         return {"img0": stack(0), "img1": stack(1), "target": stack(2),
                 "t": torch.tensor([r[3] for r in rows], dtype=torch.float32)}
 
@@ -171,12 +187,13 @@ def make_validate(clips: list[tuple]) -> Callable:
         model = trainer.module().eval()
         scores = []
         for first, second, target, t in clips:
-            x0, x1 = (torch.from_numpy(np.ascontiguousarray(f))[None, None].to(trainer.device) for f in (first, second))
+            x0, x1 = (as_channels(torch.from_numpy(np.ascontiguousarray(f))[None, None], model.config.in_chans)
+                      .to(trainer.device) for f in (first, second))
             h, w = first.shape
             m = model.pad_multiple
             pad = (0, -w % m, 0, -h % m)
             x0, x1 = (torch.nn.functional.pad(x, pad, mode="replicate") for x in (x0, x1))
-            out = model(x0, x1, torch.tensor([t], device=trainer.device)).prediction[0, 0, :h, :w]
+            out = model(x0, x1, torch.tensor([t], device=trainer.device)).prediction[0, :, :h, :w].mean(dim=0)
             scores.append(psnr(out.float().cpu().numpy(), target))
         model.train()
         return {"val_psnr": float(np.mean(scores))}
@@ -224,7 +241,7 @@ def interpolate_card(options: InterpolateTrainOptions, paths: list[Path], val_pa
 def train_interpolate(paths: list[Path], options: InterpolateTrainOptions, val_paths: list[Path] = (),
                       log: Callable[[str], None] = lambda _: None) -> dict:
     check_options(options, bool(paths))
-    real = read_real(list(paths), options.bit_depth)
+    real = read_real(list(paths), options.bit_depth, options.crop)
     sources = [*synthetic_pool(options, log), *real]
     clips = validation_clips(options, read_real(list(val_paths), options.bit_depth))
     log(f"training on {len(sources)} sequences ({len(real)} real), validating on {len(clips)} clips; linear "
