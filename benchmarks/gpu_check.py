@@ -205,9 +205,9 @@ def check_train_battery(tmp: Path, device: str, smoke: bool) -> dict:
 
 
 def check_train_interpolate(tmp: Path, device: str, smoke: bool) -> dict:
-    """GaraMoSt training steps per second, fp32 vs bf16 (paper preset at upstream's crop 320, batch 8)."""
+    """GaraMoSt training steps per second, fp32 vs bf16 (paper preset, batch 8 as upstream, 192 px crops: the synthetic pool is 224 px)."""
     size = ["--preset", "demo", "--crop", "64", "--batch", "2", "--synthetic", "2"] if smoke else \
-        ["--preset", "paper", "--crop", "320", "--batch", "8", "--synthetic", "16"]
+        ["--preset", "paper", "--crop", "192", "--batch", "8", "--synthetic", "16"]
     steps = "4" if smoke else "60"
     out = {}
     for precision in ("fp32", "bf16"):
