@@ -425,8 +425,9 @@ def frame_folder(folder: Path, frames, numbers=None, suffix=".png", mode=None) -
     return folder
 
 
-def multiframe_dicom(path: Path, frames: np.ndarray) -> Path:
-    """A minimal uncompressed multi-frame XA file (pydicom), as an angiography system exports one."""
+def multiframe_dicom(path: Path, frames: np.ndarray, bits_stored: int = 8) -> Path:
+    """A minimal uncompressed multi-frame XA file (pydicom), as an angiography system exports one (8-bit, or
+    `bits_stored` > 8 in 16-bit words, as DSA systems store 10- and 12-bit pixels)."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -443,9 +444,9 @@ def multiframe_dicom(path: Path, frames: np.ndarray) -> Path:
     ds.FrameIncrementPointer = pydicom.tag.Tag(0x0018, 0x1063)
     ds.Rows, ds.Columns = frames.shape[1:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = np.ascontiguousarray(frames, np.uint8).tobytes()
+    ds.BitsAllocated, ds.BitsStored = (8 if bits_stored <= 8 else 16), bits_stored
+    ds.HighBit, ds.PixelRepresentation = bits_stored - 1, 0
+    ds.PixelData = np.ascontiguousarray(frames, np.uint8 if bits_stored <= 8 else np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
 
@@ -472,6 +473,9 @@ add("interpolate", "frames_text_named_png",
 add("interpolate", "dicom_truncated",
     lambda f: _truncate(multiframe_dicom(f / "cut.dcm", frame_stack(4)), 0.6), "truncated")
 add("interpolate", "dicom_text", lambda f: _write(f / "notes.dcm", b"hello\n" * 100), "not a readable DICOM|not DICOM")
+add("interpolate", "dicom_twelve_bit_for_an_eight_bit_model",
+    lambda f: multiframe_dicom(f / "deep.dcm", frame_stack(3).astype(np.uint16) * 16, bits_stored=12),
+    r"12-bit \(stored in 16-bit words\) frames, but this model")
 add("interpolate", "dicom_single_frame", lambda f: multiframe_dicom(f / "still.dcm", frame_stack(1)), "single-frame|one frame")
 add("interpolate", "nifti_sequence_with_nan",
     lambda f: nifti(f / "nancine.nii.gz", np.where(np.arange(48 * 64 * 3).reshape(64, 48, 3) == 5, np.nan, 1.0)

@@ -67,7 +67,7 @@ def score_gaps(pipeline: InterpolationPipeline, frames: np.ndarray, drop: int, s
 
 def evaluate_sequence(pipeline: InterpolationPipeline, path: Path, drop: int) -> dict:
     stored, meta = read_sequence(path)
-    check_bit_depth(pipeline, meta.bit_depth, path)
+    check_bit_depth(pipeline, meta.image, path)
     frames = np.stack([to_unit(frame, meta.image) for frame in stored])
     scores = score_gaps(pipeline, frames, drop, str(path))
     per_index = [{"index": k + 1, **{name: float(np.mean(values[k])) for name, values in scores.items()}}

@@ -19,7 +19,7 @@ import numpy as np
 from mis.errors import InputError, UsageError
 from mis.io.files import check_output_location, input_stem, output_paths_for, path_key, resolve_each
 from mis.io.frames import SEQUENCE, read_sequence, write_preview, write_sequence
-from mis.io.image import IMAGE, from_unit, read_image, to_unit, write_image
+from mis.io.image import ImageMeta, from_unit, read_image, to_unit, write_image
 from mis.pipelines.interpolate.pipeline import InterpolationPipeline, keeps_every_input, sequence_plan
 from mis.runtime.batch import BatchJob, run_batch
 from mis.runtime.config import RuntimeConfig
@@ -34,13 +34,17 @@ class SequenceOptions:
     overwrite: bool = False               # also for the preview GIF beside each output
 
 
-def check_bit_depth(pipeline: InterpolationPipeline, bit_depth: int, source: str | Path) -> None:
-    """A 16-bit frame through a model trained on 8-bit ones would be scaled into a range it never saw."""
-    if bit_depth > pipeline.bit_depth:
-        hint = (f"use a {bit_depth}-bit model" if bit_depth == 16 else
-                f"convert them to {pipeline.bit_depth}-bit integers")
-        raise InputError(source, f"{bit_depth}-bit frames, but this model was trained on {pipeline.bit_depth}-bit "
-                         f"frames: convert them to {pipeline.bit_depth}-bit or {hint}")
+def check_bit_depth(pipeline: InterpolationPipeline, image: ImageMeta, source: str | Path) -> None:
+    """A 16-bit frame through a model trained on 8-bit ones would be scaled into a range it never saw. The
+    message names the bits actually used (a 12-bit XA stores its pixels in 16-bit words)."""
+    if image.bit_depth <= pipeline.bit_depth:
+        return
+    used = image.bits_stored if image.bits_stored and image.bits_stored < image.bit_depth else None
+    depth = f"{used}-bit (stored in {image.bit_depth}-bit words)" if used else f"{image.bit_depth}-bit"
+    hint = (f"use a {image.bit_depth}-bit model" if image.bit_depth == 16 else
+            f"convert them to {pipeline.bit_depth}-bit integers")
+    raise InputError(source, f"{depth} frames, but this model was trained on {pipeline.bit_depth}-bit frames: "
+                     f"convert them to {pipeline.bit_depth}-bit or {hint}")
 
 
 # ---- two images ---------------------------------------------------------------------------------------
@@ -66,7 +70,7 @@ def pair_job(pipeline: InterpolationPipeline, second: Path, times: tuple[float, 
         frames, metas = [], []
         for path in (item.source, second):
             image, meta = read_image(path)
-            check_bit_depth(pipeline, meta.bit_depth, path)
+            check_bit_depth(pipeline, meta, path)
             frames.append(to_unit(image, meta))
             metas.append(meta)
         if metas[0].bit_depth != metas[1].bit_depth:
@@ -160,7 +164,7 @@ def sequence_job(pipeline: InterpolationPipeline, options: SequenceOptions) -> B
         if options.preview and preview_path(item.target).exists() and not options.overwrite:
             raise InputError(preview_path(item.target), OUTPUT_EXISTS)
         frames, meta = read_sequence(item.source)
-        check_bit_depth(pipeline, meta.bit_depth, item.source)
+        check_bit_depth(pipeline, meta.image, item.source)
         plan = sequence_plan(len(frames), factor=options.factor, times=options.times, fps=options.fps,
                              frame_time_ms=meta.frame_time_ms, source=str(item.source))
         return frames, meta, plan
