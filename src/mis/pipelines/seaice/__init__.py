@@ -1,0 +1,1 @@
+"""Sea-ice segmentation from SAR + multispectral GeoTIFFs: ViSual_IceD."""
