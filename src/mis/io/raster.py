@@ -423,6 +423,16 @@ def guess_sar_units(array: np.ndarray, path: str | Path = "<array>") -> str:
                      "give the units explicitly (db or linear)")
 
 
+def decimated(path: str | Path, bands: list[int], max_side: int = 1024) -> np.ndarray:
+    """float32 [bands, h, w] of the whole raster read at most `max_side` pixels a side (overviews when the file has
+    them), NaN where there is no data: what per-scene decisions (dB or linear) look at, in bounded memory."""
+    with rasterio.open(path) as ds:
+        step = max(1, -(-max(ds.width, ds.height) // max_side))
+        shape = (len(bands), max(1, ds.height // step), max(1, ds.width // step))
+        data = ds.read(bands, out_shape=shape, masked=True, out_dtype="float32")
+    return np.ma.filled(data, np.nan).astype(np.float32)
+
+
 def s2_offset(processing_baseline: str) -> int:
     """The L2A BOA_ADD_OFFSET to remove: 1000 from processing baseline 04.00 (25 Jan 2022), 0 before."""
     major, _, minor = processing_baseline.strip().partition(".")

@@ -160,7 +160,8 @@ def train_seaice(options: SeaIceTrainOptions, log: Callable[[str], None] = lambd
     seconds = time.perf_counter() - start
     metrics = {"val_f1": best.get("val_f1"), "best_step": best.get("best_step"), "seconds": seconds}
     card = build_card("visual_iced", options.network.to_dict(), task=TASK,
-                      preprocessing={"sar_db_range": list(SAR_DB_RANGE), "msi_range": [0.0, 1.0]},
+                      preprocessing={"sar_db_range": list(SAR_DB_RANGE), "msi_range": [0.0, 1.0],
+                                     "sar_bands": "HH,HV", "msi_bands": "B02,B03,B04,B08"},
                       training={"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop,
                                 "lr": options.lr, "scenes": options.scenes, "seed": options.seed,
                                 "command": options.command}, metrics=metrics)
