@@ -9,4 +9,5 @@ TASK_PACKAGES = (
     "vocoder",
     "bwe",
     "interpolate",
+    "seaice",
 )

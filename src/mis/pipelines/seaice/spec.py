@@ -15,8 +15,9 @@ SPEC = TaskSpec(
     models=(
         ShippedModel("seaice_visual_iced_demo", "seaice_visual_iced_demo.safetensors",
                      "ViSual_IceD demo config (Sentinel-1 HH/HV + Sentinel-2 B02/B03/B04/B08, MSI 4x finer); "
-                     "synthetic scenes only",
-                     quality="trained on synthetic scenes only: not validated on real imagery",
+                     "60 synthetic scenes, 1000 steps",
+                     quality="F1 0.993 on 24 fresh synthetic scenes with clouds and wind (stacked-input U-Net 0.991); "
+                             "trained on synthetic scenes only, not validated on real imagery",
                      instead="for real use train on your paired scenes with masks (`mis train seaice`)"),
     ),
     default_model="seaice_visual_iced_demo",
