@@ -13,7 +13,7 @@ the same budget and seeds and scores them on the same fresh scenes, as the paper
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,21 +23,16 @@ import torch.nn.functional as F
 
 from mis.checkpoints import build_card, save_checkpoint
 from mis.models.visual_iced import VisualIced, VisualIcedConfig
+from mis.pipelines.seaice.evaluate import Confusion
+from mis.pipelines.seaice.pipeline import scale_inputs
 from mis.pipelines.seaice.synthetic import SyntheticScene, make_scene
 from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
 TASK = "seaice"
 SAR_DB_RANGE = (-35.0, 5.0)
+PREPROCESSING = {"sar_db_range": list(SAR_DB_RANGE), "msi_range": [0.0, 1.0], "sar_bands": "HH,HV",
+                 "msi_bands": "B02,B03,B04,B08"}
 VAL_SEED = 10_000_000
-
-
-def scale_sar(db: np.ndarray) -> np.ndarray:
-    low, high = SAR_DB_RANGE
-    return np.clip((db - low) / (high - low) * 2 - 1, -1.5, 1.5).astype(np.float32)
-
-
-def scale_msi(reflectance: np.ndarray) -> np.ndarray:
-    return np.clip(reflectance * 2 - 1, -1.5, 1.5).astype(np.float32)
 
 
 def demo_network(mode: str = "dual") -> VisualIcedConfig:
@@ -61,7 +56,9 @@ class SeaIceTrainOptions(RunOptions):
 
 
 def scene_arrays(scene: SyntheticScene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return scale_sar(scene.sar), scale_msi(scene.msi), scene.ice.astype(np.float32)
+    """Scaled as the pipeline scales them (the card's ranges)."""
+    sar, msi = scale_inputs(scene.sar, scene.msi, {"preprocessing": PREPROCESSING})
+    return sar, msi, scene.ice.astype(np.float32)
 
 
 def scene_pool(options: SeaIceTrainOptions, seed_base: int, count: int) -> list[tuple]:
@@ -105,11 +102,10 @@ def batch_sampler(pool: list[tuple], options: SeaIceTrainOptions) -> Callable:
 
 
 def f1_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Binary scores with ice as the positive class (the paper's F1), IoU and accuracy."""
-    p, t = predicted.astype(bool).ravel(), truth.astype(bool).ravel()
-    tp, fp, fn = np.sum(p & t), np.sum(p & ~t), np.sum(~p & t)
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-    return {"f1": float(f1), "iou": float(tp / max(tp + fp + fn, 1)), "accuracy": float(np.mean(p == t))}
+    """Binary scores with ice as the positive class (the paper's F1), IoU and accuracy (`evaluate.Confusion`)."""
+    confusion = Confusion()
+    confusion.add(predicted.astype(bool).ravel(), truth.astype(bool).ravel())
+    return {k: float(v) for k, v in confusion.scores().items() if k in ("f1", "iou", "accuracy")}
 
 
 @torch.no_grad()
@@ -160,8 +156,7 @@ def train_seaice(options: SeaIceTrainOptions, log: Callable[[str], None] = lambd
     seconds = time.perf_counter() - start
     metrics = {"val_f1": best.get("val_f1"), "best_step": best.get("best_step"), "seconds": seconds}
     card = build_card("visual_iced", options.network.to_dict(), task=TASK,
-                      preprocessing={"sar_db_range": list(SAR_DB_RANGE), "msi_range": [0.0, 1.0],
-                                     "sar_bands": "HH,HV", "msi_bands": "B02,B03,B04,B08"},
+                      preprocessing=PREPROCESSING,
                       training={"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop,
                                 "lr": options.lr, "scenes": options.scenes, "seed": options.seed,
                                 "command": options.command}, metrics=metrics)
