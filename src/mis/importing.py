@@ -81,10 +81,23 @@ def map_keys(state: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch
     return mapped
 
 
+def read_upstream_state(source: Path, family: str, config: dict) -> dict[str, torch.Tensor]:
+    """Our names -> tensors: a torch checkpoint through the key map, or an HDF5 (Keras) file through the family's
+    reader."""
+    with open(source, "rb") as handle:
+        hdf5 = handle.read(8) == b"\x89HDF\r\n\x1a\n"
+    reader = model_family(family).import_reader
+    if hdf5 and reader:
+        return resolve(reader)(source, config)
+    if hdf5:
+        raise InputError(source, f"an HDF5 (Keras) file; the {family} family imports PyTorch checkpoints only")
+    return map_keys(extract_state_dict(safe_torch_load(source), source), key_map(family))
+
+
 def import_checkpoint(source: Path, target: Path, *, family: str, task: str, config: dict,
                       preprocessing: dict | None = None, labels: dict | None = None, half: bool = False) -> dict:
     """Returns the saved card. Raises with the missing/unexpected keys when the map does not fit."""
-    state = map_keys(extract_state_dict(safe_torch_load(source), source), key_map(family))
+    state = read_upstream_state(source, family, config)
     model = build_model({"family": family, "config": config})
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

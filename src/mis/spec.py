@@ -42,6 +42,9 @@ class ModelFamily:
     import_defaults: dict[str, Any] = field(default_factory=dict)  # config of the released upstream weights
     # "module:function(config: dict) -> dict": the card's preprocessing for imported weights (e.g. a mel convention)
     import_preprocessing: str | None = None
+    # "module:function(path, config: dict) -> state dict in our names" for upstream files that are not torch
+    # checkpoints (e.g. Keras HDF5); used when the file is HDF5
+    import_reader: str | None = None
 
 
 @dataclass(frozen=True)

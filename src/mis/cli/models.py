@@ -66,7 +66,7 @@ def info(ctx: typer.Context, checkpoint: str = typer.Argument(..., help="Checkpo
 @reports_errors
 def import_model(
     ctx: typer.Context,
-    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="Upstream .pth/.pt file"),
+    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="Upstream .pth/.pt file (Keras .h5 for seaice)"),
     output: Path = typer.Option(..., "--output", "-o", help="Our .safetensors checkpoint to write"),
     task: str = typer.Option("ct_segmentation", help="Task the weights are for (see `mis models list`)"),
     family: Optional[str] = typer.Option(None, help="Network family, for tasks with several (default: the first)"),
@@ -83,7 +83,8 @@ def import_model(
     Example, the MIS-FM CT10k PCT-Net: `mis models import pctnet_ct10k_volf.pt -o pctnet_ct10k.safetensors
     --config '{"class_num": 5, "input_size": [64,128,128]}'`. Upstream APNet (16 kHz):
     `mis models import g_02030000 --task vocoder -o apnet_16k.safetensors`. Upstream AP-BWE (one checkpoint per
-    rate pair, default 16 -> 48 kHz): `mis models import g_16kto48k --task bwe -o apbwe_16k_48k.safetensors`."""
+    rate pair, default 16 -> 48 kHz): `mis models import g_16kto48k --task bwe -o apbwe_16k_48k.safetensors`.
+    Upstream ViSual_IceD (Keras, by layer name): `mis models import weights.h5 --task seaice -o visual_iced.safetensors`."""
     from mis.errors import UsageError
     from mis.importing import default_config, default_preprocessing, import_checkpoint
     from mis.registry import task_entry

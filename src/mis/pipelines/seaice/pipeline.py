@@ -209,5 +209,9 @@ class SeaIcePipeline(Pipeline):
 
 
 def import_preprocessing(network_config: dict) -> dict:
-    """Imported upstream weights were trained on min-max scaled inputs; these ranges are the closest fixed ones."""
-    return {"sar_db_range": [-35.0, 5.0], "msi_range": [0.0, 1.0]}
+    """Imported upstream weights were trained on min-max scaled inputs; these ranges are the closest fixed ones.
+    Upstream's SAR is HH alone (replicated to three channels; a 1-channel import sums that kernel)."""
+    pre = {"sar_db_range": [-35.0, 5.0], "msi_range": [0.0, 1.0]}
+    if network_config.get("sar_channels") == 1:
+        pre["sar_bands"] = "HH"
+    return pre

@@ -7,10 +7,12 @@ SPEC = TaskSpec(
     panel="Remote sensing",
     pipeline="mis.pipelines.seaice.pipeline:SeaIcePipeline",
     families=(
-        # Layer names follow upstream's Keras model (docs/visual_iced_keymap.md); the released code publishes no
-        # trained weights, and `.h5` conversion is not built yet.
+        # Layer names follow upstream's Keras model; its `.h5` weights map by name (docs/visual_iced_keymap.md).
+        # The released code publishes no trained weights. Defaults: the paper's network on one HH channel.
         ModelFamily("visual_iced", "mis.models.visual_iced", "VisualIced", "VisualIcedConfig",
-                    import_preprocessing="mis.pipelines.seaice.pipeline:import_preprocessing"),
+                    import_defaults={"sar_channels": 1, "msi_channels": 3, "classes": 2},
+                    import_preprocessing="mis.pipelines.seaice.pipeline:import_preprocessing",
+                    import_reader="mis.pipelines.seaice.keras_import:keras_state_dict"),
     ),
     models=(
         ShippedModel("seaice_visual_iced_demo", "seaice_visual_iced_demo.safetensors",

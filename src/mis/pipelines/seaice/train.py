@@ -165,12 +165,15 @@ def train_seaice(options: SeaIceTrainOptions, log: Callable[[str], None] = lambd
     return {"checkpoint": str(path), "model": model, "metrics": metrics}
 
 
-def ablation(out: Path, *, steps: int, test_scenes: int = 24, log: Callable[[str], None] = print,
-             **settings) -> list[dict]:
+ABLATION_MODES = ("dual", "stacked", "sar", "msi")
+
+
+def ablation(out: Path, *, steps: int, test_scenes: int = 24, modes: tuple[str, ...] = ABLATION_MODES,
+             log: Callable[[str], None] = print, **settings) -> list[dict]:
     """Dual vs stacked vs SAR-only vs MSI-only with one budget and seed, scored on the same fresh scenes (seeds
     neither training nor validation uses)."""
     rows = []
-    for mode in ("dual", "stacked", "sar", "msi"):
+    for mode in modes:
         options = SeaIceTrainOptions(out=out / mode, network=demo_network(mode), steps=steps, progress=False,
                                      **settings)
         result = train_seaice(options, log)
