@@ -81,7 +81,16 @@ def seaice(
 def train_seaice(
     ctx: typer.Context,
     out: Path = typer.Option(Path("runs/seaice"), "--output", "-o", "--out", help="Run folder"),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Your scenes: CSV with columns sar,msi,mask and an "
+                                         "optional split (train/val); without it, synthetic scenes"),
     mode: str = typer.Option("dual", help="dual (ViSual_IceD), stacked, sar or msi (the paper's baselines)"),
+    ratio: int = typer.Option(4, min=1, help="Pixel-size ratio between the two sensors' grids"),
+    finer: str = typer.Option("msi", help="The sensor on the finer grid: msi (Sentinel-2 10 m) or sar"),
+    grid: str = typer.Option("sar", "--grid", help="Reference (coarse) grid of --pairs scenes: sar, msi or a path"),
+    sar_bands: Optional[str] = typer.Option(None, "--sar-bands", help="By description or index, e.g. HH,HV or 1,2"),
+    msi_bands: Optional[str] = typer.Option(None, "--msi-bands", help="E.g. B02,B03,B04,B08 or 1,2,3,4"),
+    sar_units: str = typer.Option("auto", "--sar-units", help="auto (decided once per scene), db or linear"),
+    msi_offset: Optional[int] = typer.Option(None, "--msi-offset", help="S2 L2A BOA_ADD_OFFSET of integer MSI"),
     steps: int = typer.Option(1500, min=1, help="Training steps"),
     batch: int = typer.Option(8, "--batch", min=1, help="Patches per step"),
     crop: int = typer.Option(64, min=16, help="Patch side on the coarse grid (a multiple of 8)"),
@@ -91,23 +100,29 @@ def train_seaice(
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
-    """Train a ViSual_IceD-family network on seeded synthetic paired scenes (clouds over the MSI, wind-roughened
-    water in the SAR); class-balanced BCE; the best validation F1's weights are kept. Training on your own paired
-    rasters with masks comes with the next release of this command."""
+    """Train a ViSual_IceD-family network on your paired scenes with masks (--pairs: each read onto its grids as
+    `mis seaice` reads it, mask pixels 0 water / 1 ice, anything else or nodata left out of the loss) or on seeded
+    synthetic paired scenes (clouds over the MSI, wind-roughened water in the SAR); class-balanced BCE; the best
+    validation F1's weights are kept. Each --pairs scene is held in memory: tile very large scenes first."""
     from mis.errors import UsageError
     from mis.pipelines.seaice.train import SeaIceTrainOptions, demo_network
     from mis.pipelines.seaice.train import train_seaice as run_training
 
     if mode not in ("dual", "stacked", "sar", "msi"):
         raise UsageError(f"--mode {mode!r}: dual, stacked, sar or msi")
+    if finer not in ("sar", "msi"):
+        raise UsageError(f"--finer {finer!r}: sar or msi")
     if crop % 8:
         raise UsageError(f"--crop {crop} must be a multiple of 8 (the network's depth)")
+    if pairs is None and (sar_bands or msi_bands or grid != "sar" or msi_offset is not None or sar_units != "auto"):
+        raise UsageError("--grid, --sar-bands, --msi-bands, --sar-units and --msi-offset apply to --pairs scenes")
     single_process("mis train seaice")
     runtime = runtime_of(ctx)
-    options = SeaIceTrainOptions(out=out, network=demo_network(mode), steps=steps, batch_size=batch, crop=crop, lr=lr,
-                                 scenes=scenes, validate_every=validate_every, seed=runtime.seed, device=runtime.device,
-                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
-                                 command=command_line())
+    options = SeaIceTrainOptions(out=out, network=demo_network(mode, ratio, finer), steps=steps, batch_size=batch,
+                                 crop=crop, lr=lr, scenes=scenes, validate_every=validate_every, seed=runtime.seed,
+                                 device=runtime.device, precision=runtime.precision, resume=resume, half=half,
+                                 progress=runtime.chatty, command=command_line(), pairs=pairs,
+                                 scene_options=scene_options(grid, sar_bands, msi_bands, sar_units, msi_offset))
     result = run_training(options, log=training_log(runtime))
     result.pop("model")
     if runtime.json:

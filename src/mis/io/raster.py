@@ -248,7 +248,7 @@ class Grid:
                                  f"multiple of {k} first")
             return Grid(self.crs, self.transform * Affine.scale(k), self.width // k, self.height // k)
         k = _integer(1 / factor)
-        return Grid(self.crs, self.transform * Affine.scale(1 / k), self.width * k, self.height * k)
+        return Grid(self.crs, self.transform @ Affine.scale(1 / k), self.width * k, self.height * k)
 
 
 def _offsets(extent: int, size: int, stride: int) -> list[int]:
