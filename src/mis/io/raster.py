@@ -246,7 +246,7 @@ class Grid:
             if self.width % k or self.height % k:
                 raise ValueError(f"grid of {self.width}x{self.height} pixels does not divide by {k}: crop it to a "
                                  f"multiple of {k} first")
-            return Grid(self.crs, self.transform * Affine.scale(k), self.width // k, self.height // k)
+            return Grid(self.crs, self.transform @ Affine.scale(k), self.width // k, self.height // k)
         k = _integer(1 / factor)
         return Grid(self.crs, self.transform @ Affine.scale(1 / k), self.width * k, self.height * k)
 
