@@ -159,3 +159,23 @@ def test_evaluation_against_a_mask_and_a_concentration_raster(tmp_path, checkpoi
     case = json.loads(result.stdout)["cases"][0]
     assert case["mask"]["pixels"] == case["sic"]["pixels"] > 0
     assert case["mask"]["f1"] == pytest.approx(case["sic"]["f1"])      # the same truth, thresholded at 15 %
+
+
+@pytest.mark.parametrize("probability", [False, True])
+def test_the_ice_edge_geojson_rasterises_back_to_the_ice_pixels(tmp_path, checkpoint, probability):
+    from rasterio.features import rasterize
+
+    files = scene_files(tmp_path / "in", seed=5)
+    args = ["seaice", "--sar", str(files["sar"]), "--msi", str(files["msi"]), "--model", str(checkpoint), "--edge",
+            "-o", str(tmp_path / "out")] + (["--probability"] if probability else [])
+    result = runner.invoke(app(), args)
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "sar_ice.tif") as ds:
+        band, transform, crs = ds.read(1), ds.transform, ds.crs
+    ice = (band >= 0.5) & np.isfinite(band) if probability else band == 1
+    edge = json.loads((tmp_path / "out" / "sar_ice_edge.geojson").read_text())
+    assert edge["crs"]["properties"]["name"].endswith(str(crs.to_epsg()))
+    shapes = [(f["geometry"], 1) for f in edge["features"]]
+    back = rasterize(shapes, out_shape=band.shape, transform=transform, fill=0, dtype="uint8") if shapes else \
+        np.zeros(band.shape, np.uint8)
+    np.testing.assert_array_equal(back.astype(bool), ice)

@@ -18,14 +18,15 @@ def load_pipeline(model: Optional[str], runtime, **options):
         return SeaIcePipeline.from_checkpoint(resolve_checkpoint("seaice", model), runtime, **options)
 
 
-def scene_options(grid: str, sar_bands, msi_bands, sar_units: str, msi_offset, probability: bool = False):
+def scene_options(grid: str, sar_bands, msi_bands, sar_units: str, msi_offset, probability: bool = False,
+                  edge: bool = False):
     from mis.errors import UsageError
     from mis.pipelines.seaice.run import SceneOptions
 
     if sar_units not in ("auto", "db", "linear"):
         raise UsageError(f"--sar-units {sar_units!r}: auto, db or linear")
     return SceneOptions(grid=grid, sar_bands=sar_bands, msi_bands=msi_bands, sar_units=sar_units,
-                        msi_offset=msi_offset, probability=probability)
+                        msi_offset=msi_offset, probability=probability, edge=edge)
 
 
 def pairs_of(sar: Optional[Path], msi: Optional[Path], pairs: Optional[Path]):
@@ -55,6 +56,8 @@ def seaice(
     msi_offset: Optional[int] = typer.Option(None, "--msi-offset", help="S2 L2A BOA_ADD_OFFSET of integer MSI "
                                              "(default: the file's tag, else 1000: processing baseline >= 04.00)"),
     probability: bool = typer.Option(False, "--probability", help="Write float32 ice probability, not 0/1 classes"),
+    edge: bool = typer.Option(False, "--edge", help="Also write the ice edge as GeoJSON polygons in the grid's CRS "
+                              "(<output>_edge.geojson)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="ViSual_IceD checkpoint (default: the demo)"),
     patch: int = typer.Option(128, "--patch", min=16, help="Patch side on the output grid (pixels)"),
     overlap: int = typer.Option(32, "--overlap", min=0, help="Overlap of neighbouring patches (blended)"),
@@ -67,7 +70,7 @@ def seaice(
     from mis.pipelines.seaice.run import seaice_files
 
     runtime = runtime_of(ctx)
-    options = scene_options(grid, sar_bands, msi_bands, sar_units, msi_offset, probability)
+    options = scene_options(grid, sar_bands, msi_bands, sar_units, msi_offset, probability, edge)
     pipeline = load_pipeline(model, runtime, patch=patch, overlap=overlap)
     summary = seaice_files(pipeline, pairs_of(sar, msi, pairs), output, options, runtime,
                            skip_existing=skip_existing, overwrite=overwrite)

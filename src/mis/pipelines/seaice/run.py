@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from mis.errors import InputError, UsageError
 from mis.io.files import check_output_location, output_paths_for, path_key
 from mis.io.raster import (Grid, RasterWriter, aligned_reader, decimated, guess_sar_units, open_raster, overlap_problem,
-                           s2_reflectance, sar_to_db, select_bands)
+                           s2_reflectance, sar_to_db, select_bands, write_edge_geojson)
 from mis.pipelines.seaice.pipeline import SeaIcePipeline, scale_inputs
 from mis.runtime.batch import BatchJob, run_batch
 from mis.runtime.config import RuntimeConfig
@@ -39,6 +39,7 @@ class SceneOptions:
     sar_units: str = "auto"           # "auto" | "db" | "linear"
     msi_offset: int | None = None     # S2 L2A BOA_ADD_OFFSET for integer MSI (None: the file's tag, else 1000)
     probability: bool = False         # float32 probability instead of 0/1 classes
+    edge: bool = False                # also the ice edge as GeoJSON polygons (`<output>_edge.geojson`)
 
 
 @dataclass
@@ -212,8 +213,25 @@ def write_scene(pipeline: SeaIcePipeline, scene: Scene, target: Path, options: S
                 writer.write(classes, window)
         if valid == 0:
             raise InputError(scene.sources["sar"], "no pixel where both rasters have data (all nodata)")
-    return {"size": f"{scene.grid.width}x{scene.grid.height}", "valid_fraction": round(valid / scene.grid.width /
+    report = {}
+    if options.edge:
+        report["edge"] = str(write_edge(target, scene.grid, options.probability))
+    return {**report, "size": f"{scene.grid.width}x{scene.grid.height}", "valid_fraction": round(valid / scene.grid.width /
             scene.grid.height, 4), "ice_fraction": round(ice / valid, 4), "sar_units": scene.sar_units}
+
+
+def edge_path(target: Path) -> Path:
+    return target.with_name(target.stem + "_edge.geojson")
+
+
+def write_edge(target: Path, grid: Grid, probability: bool) -> Path:
+    """The ice edge of the map just written (read back whole as uint8: 1 byte a pixel, 64 MB for 8000 x 8000)."""
+    import rasterio
+
+    with rasterio.open(target) as written:
+        band = written.read(1)
+    ice = (band >= 0.5) & np.isfinite(band) if probability else band == 1
+    return write_edge_geojson(ice.astype(np.uint8), grid, edge_path(target))
 
 
 def seaice_files(pipeline: SeaIcePipeline, pairs: list[Pair], output: Path, options: SceneOptions,
