@@ -6,9 +6,10 @@ the exit code, one line on stderr naming the file and its problem, no traceback,
 good item done, and every input unchanged.
 
 A case is (name, command, make, problem, kind):
-- `command`: segment | vocode | mel | bwe | interpolate | battery (the batch commands) or model:<command> (a bad `--model`) or
+- `command`: segment | vocode | mel | bwe | interpolate | seaice | battery (the batch commands) or model:<command> (a bad `--model`) or
   output:<command> (a bad `-o`);
-- `make(folder) -> path`: writes the bad input below `folder` and returns what to pass on the command line;
+- `make(folder) -> path`: writes the bad input below `folder` and returns what to pass on the command line (for
+  seaice the bad raster of a pair: the SAR, or the MSI when the case's name starts with `msi_`);
 - `problem`: a regular expression the error line must match;
 - `kind`: "error" (the item fails, exit 1), "usage" (the whole command is refused, exit 2), "warning" (the item is
   done and a warning names it).
@@ -489,6 +490,74 @@ add("interpolate", "sequence_missing", lambda f: f / "absent.dcm", "no such file
 def _bwe_for_interpolate(folder: Path) -> Path:
     return Path(os.environ["MIS_CORPUS_CHECKPOINTS"]) / "bwe.safetensors"
 
+
+
+# ------------------------------------------------------------------------------------------------ sea ice
+# A pair is a SAR and an MSI GeoTIFF (`mis seaice --pairs CSV`); the harness pairs a bad SAR with the good MSI and a
+# bad MSI (cases named msi_*) with a copy of the good SAR.
+
+def seaice_scene(folder: Path, seed: int = 3, size: int = 32, **options) -> dict[str, Path]:
+    from mis.pipelines.seaice.synthetic import make_scene, write_scene_geotiffs
+
+    return write_scene_geotiffs(make_scene(seed, coarse_size=size), folder, **options)
+
+
+def _rewritten(source: Path, target: Path, data=None, **profile) -> Path:
+    import rasterio
+
+    with rasterio.open(source) as src:
+        values = src.read() if data is None else data(src.read())
+        with rasterio.open(target, "w", **{**src.profile, "count": values.shape[0], **profile}) as dst:
+            dst.write(values)
+    return target
+
+
+def _scene_file(role: str, name: str, **options) -> Callable[[Path], Path]:
+    """A raster made from a fresh synthetic scene's `role` file ("sar" or "msi")."""
+    def make(folder: Path) -> Path:
+        files = seaice_scene(folder / f"scene_{name}", **options)
+        return _rewritten(files[role], folder / f"{name}.tif")
+    return make
+
+
+def _edited(role: str, name: str, data=None, **profile) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        files = seaice_scene(folder / f"scene_{name}")
+        return _rewritten(files[role], folder / f"{name}.tif", data, **profile)
+    return make
+
+
+def _cut(role: str, name: str) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        raw = seaice_scene(folder / f"scene_{name}")[role].read_bytes()
+        return _write(folder / f"{name}.tif", raw[: len(raw) // 2])
+    return make
+
+
+def _png_as_tif(folder: Path) -> Path:
+    from PIL import Image
+
+    path = folder / "photo.tif"
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(path, format="PNG")
+    return path
+
+
+add("seaice", "sar_without_crs", _edited("sar", "nocrs", crs=None), "no coordinate reference system")
+add("seaice", "sar_one_band_for_a_two_band_model", _edited("sar", "hhonly", lambda a: a[:1]), "1 SAR band")
+add("seaice", "sar_text_named_tif", lambda f: _write(f / "notes.tif", b"not a raster\n" * 50), "not a readable raster")
+add("seaice", "sar_truncated_tiff", _cut("sar", "cutsar"), "truncated|not a readable")
+add("seaice", "sar_empty_file", lambda f: _write(f / "zero.tif", b""), "empty|not a readable")
+add("seaice", "sar_all_nan", _edited("sar", "nansar", lambda a: np.full_like(a, np.nan)), "no finite SAR|all nodata")
+add("seaice", "sar_png_without_georeference", _png_as_tif, "no coordinate reference system|not georeferenced")
+add("seaice", "sar_missing", lambda f: f / "absent.tif", "no such file|not found|does not exist")
+add("seaice", "sar_neither_db_nor_linear", _edited("sar", "dn", lambda a: np.full_like(a, 500.0)),
+    "cannot tell whether the SAR values are dB or linear")
+add("seaice", "msi_without_crs", _edited("msi", "msinocrs", crs=None), "no coordinate reference system")
+add("seaice", "msi_far_from_the_sar", _scene_file("msi", "msifar", origin=(2_000_000.0, 2_000_000.0)), "no overlap")
+add("seaice", "msi_three_bands_for_a_four_band_model", _edited("msi", "msirgb", lambda a: a[:3]), "3 MSI band")
+add("seaice", "msi_all_nodata", _edited("msi", "msiempty", lambda a: np.zeros_like(a), nodata=0), "no data")
+add("seaice", "msi_truncated_tiff", _cut("msi", "msicut"), "truncated|not a readable")
+add("seaice", "msi_text_named_tif", lambda f: _write(f / "msinotes.tif", b"hello\n" * 50), "not a readable raster")
 
 # ------------------------------------------------------------------------------------------------ battery
 

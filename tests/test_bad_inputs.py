@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bad_inputs import CASES, N_CYCLES, arbin_cell, ct_volume, frame_folder, frame_stack, mel_array, nifti, speech
-from contract_cases import battery, bwe, ct_segmentation, interpolate, vocoder
+from bad_inputs import (CASES, N_CYCLES, arbin_cell, ct_volume, frame_folder, frame_stack, mel_array, nifti,
+                        seaice_scene, speech)
+from contract_cases import battery, bwe, ct_segmentation, interpolate, seaice, vocoder
 
 runner = CliRunner()
 COMMANDS = {"segment": ["segment"], "vocode": ["vocode"], "mel": ["mel"], "bwe": ["bwe"],
-            "interpolate": ["interpolate"], "battery": ["battery", "predict"]}
+            "interpolate": ["interpolate"], "seaice": ["seaice"], "battery": ["battery", "predict"]}
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def checkpoints(tmp_path_factory):
     made["battery"] = battery.make_checkpoint(folder)
     made["bwe"] = bwe.make_checkpoint(folder)
     made["interpolate"] = interpolate.make_checkpoint(folder)
+    made["seaice"] = seaice.make_checkpoint(folder)
     for command in ("segment", "vocode", "battery"):
         shutil.copy(made[command], folder / f"{command}.safetensors")
     os.environ["MIS_CORPUS_CHECKPOINTS"] = str(folder)
@@ -57,6 +59,10 @@ def good_input(command: str, folder: Path) -> Path:
         return path
     if command == "interpolate":
         return frame_folder(folder / "goodseq", frame_stack(3, seed=99))
+    if command == "seaice":      # goodsar.tif with its partner goodsar_msi.tif
+        files = seaice_scene(folder / "goodscene", seed=99)
+        files["msi"].rename(folder / "goodsar_msi.tif")
+        return files["sar"].rename(folder / "goodsar.tif")
     return arbin_cell(folder / "goodcell.csv", seed=3, cycles=N_CYCLES + 5)
 
 
@@ -81,7 +87,25 @@ def command_line(case, good: Path, bad: Path, out: Path, checkpoints: dict) -> l
         return [*COMMANDS[command], str(good), "--model", str(bad), *output_args(command, out)]
     if kind == "output":
         return [*COMMANDS[command], str(good), "--model", str(checkpoints[command]), *output_args(command, bad)]
+    if kind == "seaice":
+        return ["seaice", "--pairs", str(seaice_pairs(case, good, bad, out.parent)), "--model",
+                str(checkpoints["seaice"]), "-o", str(out)]
     return [*COMMANDS[kind], str(good), str(bad), "--model", str(checkpoints[kind]), *output_args(kind, out)]
+
+
+def seaice_pairs(case, good: Path, bad: Path, folder: Path) -> Path:
+    """The good pair and the bad one, as a CSV outside the inputs (which must stay as they were)."""
+    good_msi = good.with_name(good.stem + "_msi.tif")
+    if case.name.startswith("msi_"):
+        partner = folder / "partners" / f"{bad.stem}_sar.tif"        # a copy of the good SAR for the bad MSI
+        partner.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(good, partner)
+        bad_pair = (partner, bad)
+    else:
+        bad_pair = (bad, good_msi)
+    pairs = folder / "pairs.csv"
+    pairs.write_text("sar,msi\n" + "\n".join(f"{s},{m}" for s, m in [(good, good_msi), bad_pair]) + "\n")
+    return pairs
 
 
 def output_args(command: str, out: Path) -> list[str]:
@@ -126,4 +150,4 @@ def test_the_corpus_covers_every_class():
     assert len(CASES) >= 150, len(CASES)
     assert len({c.name for c in CASES}) == len(CASES), "case names must be unique"
     commands = {c.command.partition(":")[0] for c in CASES}
-    assert {"segment", "vocode", "mel", "bwe", "interpolate", "battery", "model", "output"} <= commands
+    assert {"segment", "vocode", "mel", "bwe", "interpolate", "seaice", "battery", "model", "output"} <= commands

@@ -125,6 +125,7 @@ def open_scene(pipeline: SeaIcePipeline, pair: Pair, options: SceneOptions) -> S
     offset = None
     if np.dtype(msi_info.dtypes[0]).kind in "ui":
         offset = options.msi_offset if options.msi_offset is not None else _boa_offset(msi_info)
+    check_has_data(pair.msi, msi_bands, zero_is_nodata=offset is not None)
     sar_reader = aligned_reader(pair.sar, sar_grid, sar_bands, _resampling_for(sar_info, sar_grid))
     try:
         msi_reader = aligned_reader(pair.msi, msi_grid, msi_bands, _resampling_for(msi_info, msi_grid))
@@ -133,6 +134,15 @@ def open_scene(pipeline: SeaIcePipeline, pair: Pair, options: SceneOptions) -> S
         raise
     return Scene(grid, fine, sar_reader, msi_reader, units, offset,
                  {"sar": str(pair.sar), "msi": str(pair.msi), "sar_bands": sar_bands, "msi_bands": msi_bands})
+
+
+def check_has_data(path: Path, bands: list[int], zero_is_nodata: bool) -> None:
+    """An MSI with no valid pixel (on an overview) is named here; the SAR's check is its units decision."""
+    values = decimated(path, bands)
+    if zero_is_nodata:
+        values[values == 0] = np.nan          # Sentinel-2 L2A's DN 0 is nodata
+    if not np.isfinite(values).all(0).any():
+        raise InputError(path, "no data: every pixel is nodata")
 
 
 def _named(info, card_bands: str | None) -> str | None:
