@@ -21,6 +21,7 @@ from mis.errors import InputError
 from mis.models.visual_iced import VisualIcedConfig
 from mis.pipelines.base import Pipeline
 from mis.pipelines.card_checks import increasing_pair
+from mis.runtime.tiling import offsets, tent
 
 TASK = "seaice"
 DEFAULT_PATCH = 128       # coarse-grid pixels per side
@@ -51,21 +52,6 @@ def scale_inputs(sar_db: np.ndarray, msi: np.ndarray, card: dict) -> tuple[np.nd
     sar = (np.asarray(sar_db, np.float32) - s_low) / (s_high - s_low) * 2 - 1
     msi = (np.asarray(msi, np.float32) - m_low) / (m_high - m_low) * 2 - 1
     return np.clip(sar, -1.5, 1.5), np.clip(msi, -1.5, 1.5)
-
-
-def offsets(extent: int, size: int, stride: int) -> list[int]:
-    """Window starts covering [0, extent) with the last one shifted inward (all windows full size)."""
-    if extent <= size:
-        return [0]
-    starts = list(range(0, extent - size, stride))
-    return starts + [extent - size]
-
-
-def tent(size: int, overlap: int) -> np.ndarray:
-    """1-D blending weight: rising over the overlap at each end, 1 in the middle, never 0."""
-    i = np.arange(size, dtype=np.float32)
-    ramp = np.minimum(np.minimum(i + 1, size - i), overlap + 1) / (overlap + 1)
-    return ramp.astype(np.float32)
 
 
 class SeaIcePipeline(Pipeline):
