@@ -18,6 +18,13 @@ its baseline in the same run (fp32 vs AMP; GPU vs the CPU of the same machine):
 6. train bwe: the paper-size AP-BWE (16 -> 48 kHz) with MPD + MRAD + MRPD on seeded synthetic speech, fp32 vs
    bf16 seconds per step, finite losses.
 7. bwe: the shipped 16 -> 48 kHz demo on 60 s of audio, in process, CUDA (auto precision) vs the machine's CPU.
+8. train interpolate / interpolate: GaraMoSt paper preset fp32 vs bf16 steps; the real DSA pair, N = 3.
+9. train count / count: the paper M-SFANet fp32 vs bf16 seconds per step (batch 8, 256 px crops); M-SFANet vs
+   M-SegNet (paper widths, seeded weights) images per second at 640 x 480, batch 1 and 8, CUDA vs the CPU.
+10. train seaice / seaice: ViSual_IceD at upstream's widths fp32 vs bf16 seconds per step on synthetic scenes; the
+   shipped demo on a 1024 px scene (MSI 4096 px) in process, CUDA vs the CPU (no rasterio there: arrays in memory).
+
+The report is written after every check, so a run cut short by its time limit still says what it measured.
 
     python benchmarks/gpu_check.py [--out DIR] [--cpu]
 """
@@ -258,6 +265,92 @@ def check_interpolate(tmp: Path, device: str, smoke: bool) -> dict:
     return out
 
 
+def check_train_count(tmp: Path, device: str, smoke: bool) -> dict:
+    """M-SFANet training steps, fp32 vs bf16 (paper widths from scratch, batch 8 as upstream, 256 px crops)."""
+    size = ["--preset", "demo", "--crop", "64", "--batch", "2", "--synthetic", "2"] if smoke else \
+        ["--preset", "paper", "--crop", "256", "--batch", "8", "--synthetic", "16"]
+    steps = "4" if smoke else "60"
+    out = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp / f"count_{precision}"
+        seconds, _ = mis("train", "count", "-o", str(run), "--steps", steps, "--validate-every", steps, *size,
+                         device=device, precision=precision)
+        out[precision] = {"wall_s": round(seconds, 1), **seconds_per_step(run)}
+    return out
+
+
+def _timed(call, where: str, repeats: int = 3) -> float:
+    import torch
+
+    call()
+    if where == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        if where == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def check_count(tmp: Path, device: str, smoke: bool) -> dict:
+    """Images per second at 640 x 480, paper-width M-SFANet vs M-SegNet (seeded weights), batch 1 and 8."""
+    import torch
+
+    from mis.checkpoints import build_card
+    from mis.models.sfanet import SFANet, SFANetConfig
+    from mis.pipelines.count.pipeline import CountPipeline, preprocessing_for
+    from mis.pipelines.count.synthetic import make_crowd_scene
+    from mis.runtime.device import resolve_policy
+
+    h, w = (96, 128) if smoke else (480, 640)
+    images = [make_crowd_scene(k, height=h, width=w).image for k in range(8)]
+    out = {"size": f"{w}x{h}"}
+    for where in dict.fromkeys((device, "cpu")):
+        for variant in ("m-sfanet", "m-segnet"):
+            torch.manual_seed(0)
+            config = SFANetConfig.demo(variant) if smoke else SFANetConfig.paper(variant)
+            card = build_card("sfanet", config.to_dict(), task="count", preprocessing=preprocessing_for(3))
+            pipeline = CountPipeline(SFANet(config), card, resolve_policy(where, "auto"), batch_size=8)
+            for batch in ((1, 8) if where == "cuda" else (1,)):
+                seconds = _timed(lambda: pipeline.batch(images[:batch]), where, repeats=3 if where == "cuda" else 1)
+                out[f"{where}_{variant}_batch{batch}_images_per_s"] = round(batch / seconds, 2)
+            out[f"{where}_{variant}_precision"] = pipeline.policy.precision
+    return out
+
+
+def check_train_seaice(tmp: Path, device: str, smoke: bool) -> dict:
+    """ViSual_IceD training steps at upstream's widths, fp32 vs bf16 (batch 8, 64 px coarse, MSI 4x finer)."""
+    size = ["--scenes", "2", "--crop", "16", "--batch", "2"] if smoke else ["--preset", "paper", "--scenes", "8"]
+    steps = "4" if smoke else "60"
+    out = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp / f"seaice_{precision}"
+        seconds, _ = mis("train", "seaice", "-o", str(run), "--steps", steps, "--validate-every", steps, *size,
+                         device=device, precision=precision)
+        out[precision] = {"wall_s": round(seconds, 1), **seconds_per_step(run)}
+    return out
+
+
+def check_seaice(tmp: Path, device: str, smoke: bool) -> dict:
+    """The shipped demo on a synthetic scene held in memory (1024 px coarse, MSI 4096 px): seconds, CUDA vs CPU."""
+    from mis.pipelines.seaice.pipeline import SeaIcePipeline
+    from mis.pipelines.seaice.synthetic import make_scene
+    from mis.registry import resolve_checkpoint
+    from mis.runtime.config import RuntimeConfig
+
+    scene = make_scene(3, coarse_size=128 if smoke else 1024)
+    out = {"coarse_px": scene.sar.shape[-1]}
+    for where in dict.fromkeys((device, "cpu")):
+        pipeline = SeaIcePipeline.from_checkpoint(resolve_checkpoint("seaice", None), RuntimeConfig(device=where))
+        seconds = _timed(lambda: pipeline(scene.sar, scene.msi), where, repeats=1)
+        out[f"{where}_s"] = round(seconds, 2)
+        out[f"{where}_precision"] = pipeline.policy.precision
+    return out
+
+
 def environment() -> dict:
     import torch
 
@@ -268,9 +361,12 @@ def environment() -> dict:
     return info
 
 
-CHECKS = {"segment": check_segment, "pretrain_ct": check_pretrain, "train_vocoder": check_train_vocoder,
-          "vocode": check_vocode, "train_battery": check_train_battery, "train_bwe": check_train_bwe,
-          "bwe": check_bwe, "train_interpolate": check_train_interpolate, "interpolate": check_interpolate}
+# cheap and new first: a run cut short by its limit loses the long training checks last
+CHECKS = {"segment": check_segment, "count": check_count, "train_count": check_train_count,
+          "seaice": check_seaice, "train_seaice": check_train_seaice, "interpolate": check_interpolate,
+          "train_interpolate": check_train_interpolate, "vocode": check_vocode, "bwe": check_bwe,
+          "train_battery": check_train_battery, "pretrain_ct": check_pretrain, "train_vocoder": check_train_vocoder,
+          "train_bwe": check_train_bwe}
 
 
 def main() -> int:
@@ -297,8 +393,8 @@ def main() -> int:
                 failed = True
             report[name]["check_s"] = round(time.perf_counter() - start, 1)
             print(name, json.dumps(report[name]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
     return 1 if failed else 0
 
 

@@ -87,6 +87,7 @@ def train_seaice(
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Your scenes: CSV with columns sar,msi,mask and an "
                                          "optional split (train/val); without it, synthetic scenes"),
     mode: str = typer.Option("dual", help="dual (ViSual_IceD), stacked, sar or msi (the paper's baselines)"),
+    preset: str = typer.Option("demo", help="demo (widths 16-128) or paper (upstream's 64-512, for a GPU)"),
     ratio: int = typer.Option(4, min=1, help="Pixel-size ratio between the two sensors' grids"),
     finer: str = typer.Option("msi", help="The sensor on the finer grid: msi (Sentinel-2 10 m) or sar"),
     grid: str = typer.Option("sar", "--grid", help="Reference (coarse) grid of --pairs scenes: sar, msi or a path"),
@@ -115,17 +116,20 @@ def train_seaice(
         raise UsageError(f"--mode {mode!r}: dual, stacked, sar or msi")
     if finer not in ("sar", "msi"):
         raise UsageError(f"--finer {finer!r}: sar or msi")
+    if preset not in ("demo", "paper"):
+        raise UsageError(f"--preset {preset!r}: demo or paper")
     if crop % 8:
         raise UsageError(f"--crop {crop} must be a multiple of 8 (the network's depth)")
     if pairs is None and (sar_bands or msi_bands or grid != "sar" or msi_offset is not None or sar_units != "auto"):
         raise UsageError("--grid, --sar-bands, --msi-bands, --sar-units and --msi-offset apply to --pairs scenes")
     single_process("mis train seaice")
     runtime = runtime_of(ctx)
-    options = SeaIceTrainOptions(out=out, network=demo_network(mode, ratio, finer), steps=steps, batch_size=batch,
+    options = SeaIceTrainOptions(out=out, network=demo_network(mode, ratio, finer, preset), steps=steps, batch_size=batch,
                                  crop=crop, lr=lr, scenes=scenes, validate_every=validate_every, seed=runtime.seed,
                                  device=runtime.device, precision=runtime.precision, resume=resume, half=half,
                                  progress=runtime.chatty, command=command_line(), pairs=pairs,
-                                 scene_options=scene_options(grid, sar_bands, msi_bands, sar_units, msi_offset))
+                                 scene_options=scene_options(grid, sar_bands, msi_bands, sar_units, msi_offset)
+                                 if pairs else None)
     result = run_training(options, log=training_log(runtime))
     result.pop("model")
     if runtime.json:

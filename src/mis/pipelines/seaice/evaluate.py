@@ -6,7 +6,6 @@ precision, recall; pixels where either input or the reference has no data are ig
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +15,9 @@ from mis.errors import InputError, MisError
 from mis.io.raster import aligned_reader
 from mis.pipelines.seaice.pipeline import SeaIcePipeline
 from mis.pipelines.seaice.run import Pair, SceneOptions, open_scene, scene_reader
+from mis.pipelines.seaice.scores import Confusion
 
 SIC_THRESHOLD = 15.0     # percent: the ice-edge convention for concentration products
-
-
-@dataclass
-class Confusion:
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def add(self, predicted: np.ndarray, truth: np.ndarray) -> None:
-        self.tp += int(np.sum(predicted & truth))
-        self.fp += int(np.sum(predicted & ~truth))
-        self.fn += int(np.sum(~predicted & truth))
-        self.tn += int(np.sum(~predicted & ~truth))
-
-    def scores(self) -> dict[str, float | int]:
-        total = self.tp + self.fp + self.fn + self.tn
-        return {"f1": 2 * self.tp / max(2 * self.tp + self.fp + self.fn, 1),
-                "iou": self.tp / max(self.tp + self.fp + self.fn, 1),
-                "accuracy": (self.tp + self.tn) / max(total, 1),
-                "precision": self.tp / max(self.tp + self.fp, 1), "recall": self.tp / max(self.tp + self.fn, 1),
-                "pixels": total}
 
 
 def sic_percent(values: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from mis.checkpoints import build_card, save_checkpoint
 from mis.errors import InputError
 from mis.models.visual_iced import VisualIced, VisualIcedConfig
-from mis.pipelines.seaice.evaluate import Confusion
+from mis.pipelines.seaice.scores import Confusion
 from mis.pipelines.seaice.pipeline import SeaIcePipeline, scale_inputs
 from mis.pipelines.seaice.synthetic import SyntheticScene, make_scene
 from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
@@ -40,9 +40,14 @@ PREPROCESSING = {"sar_db_range": list(SAR_DB_RANGE), "msi_range": [0.0, 1.0], "s
 VAL_SEED = 10_000_000
 
 
-def demo_network(mode: str = "dual", ratio: int = 4, finer: str = "msi") -> VisualIcedConfig:
-    """The demo family on Sentinel-1 HH/HV + Sentinel-2 B02/B03/B04/B08, MSI 4x finer (10 m vs 40 m)."""
-    return VisualIcedConfig.demo(sar_channels=2, msi_channels=4, ratio=ratio, finer=finer, mode=mode)
+PAPER_WIDTHS = (64, 128, 256, 512, 512)
+
+
+def demo_network(mode: str = "dual", ratio: int = 4, finer: str = "msi", preset: str = "demo") -> VisualIcedConfig:
+    """The demo family on Sentinel-1 HH/HV + Sentinel-2 B02/B03/B04/B08, MSI 4x finer (10 m vs 40 m);
+    preset "paper" gives it upstream's widths (for a GPU)."""
+    widths = {"widths": PAPER_WIDTHS} if preset == "paper" else {}
+    return VisualIcedConfig.demo(sar_channels=2, msi_channels=4, ratio=ratio, finer=finer, mode=mode, **widths)
 
 
 @dataclass(kw_only=True)
