@@ -28,7 +28,7 @@ bench: install
 gpu-wheels: install
 	$(BIN)/python -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
 		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d .gpu_wheels \
-		monai==1.6.1 nibabel pydicom soundfile
+		monai==1.6.1 nibabel pydicom soundfile cffi pycparser
 
 clean:
 	rm -rf demo_out .pytest_cache build src/*.egg-info

@@ -10,4 +10,5 @@ TASK_PACKAGES = (
     "bwe",
     "interpolate",
     "seaice",
+    "count",
 )

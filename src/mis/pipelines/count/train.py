@@ -1,0 +1,231 @@
+"""`mis train count`: M-SFANet / M-SegNet on synthetic crowd scenes and, when given, annotated images.
+
+Images with head points (ShanghaiTech `.mat`, UCF-QNRF `.mat`, JSON, CSV or txt beside each image, found by
+`io.points.points_file_for`) and synthetic scenes (`synthetic.py`, rendered once into a pool: rendering per step
+would cost more than the step on a CPU) give density targets made once per image with the sigma rule (`density.py`;
+upstream's SHA recipe is a fixed sigma of 5 px), counts kept exactly at the borders.
+
+Each step takes random crops with horizontal flips, gamma 0.5-1.5 and 10 % grayscale (upstream's augmentation);
+the target is the crop's density downsampled to the output stride (count kept) times `density_scale`, and the
+attention target is the crop's density > 0.001 downsampled the same way (a soft 0-1 mask). Loss, as upstream:
+MSE(sum) on the density + 0.1 BCE(sum) on the attention, both divided by the batch size. Adam; validation MAE on
+fixed images (fresh synthetic scenes and the `val_images`); the learning rate falls on a cosine to 5 % of its start
+by the last step (a constant rate leaves the count noisy from step to step); the best validation's weights are kept.
+
+`density_scale` (the card's; 100 for the demo) multiplies the training targets so that the per-pixel values the
+network fits are of order one instead of 1e-3; the pipeline divides the network's output by it. Upstream trains
+with 1 (its released weights import with 1).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mis.checkpoints import build_card, save_checkpoint
+from mis.errors import InputError, UsageError
+from mis.io.image import read_image
+from mis.io.points import check_points_in_image, points_file_for, read_points
+from mis.models.sfanet import OUTPUT_STRIDE, SIZE_MULTIPLE, SFANet, SFANetConfig
+from mis.pipelines.count.density import (attention_target, count_metrics, density_from_points, downsample_density,
+                                         parse_sigma)
+from mis.pipelines.count.pipeline import TASK, CountPipeline, preprocessing_for
+from mis.pipelines.count.synthetic import make_crowd_scene
+from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
+
+VAL_SEED = 10_000_000      # validation scenes come from seeds no training pool uses
+ATTENTION_WEIGHT = 0.1     # upstream's weight of the attention BCE
+
+
+@dataclass(kw_only=True)
+class CountTrainOptions(RunOptions):
+    out: Path
+    network: SFANetConfig = field(default_factory=SFANetConfig.demo)
+    steps: int = 3000
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 1e-3
+    sigma: str = "fixed:5"
+    density_scale: float = 100.0
+    synthetic: int = 400            # scenes in the synthetic pool (0: annotated images only)
+    synthetic_size: tuple[int, int] = (256, 320)
+    val_scenes: int = 16
+    validate_every: int = 250
+
+
+@dataclass
+class Sample:
+    image: np.ndarray          # uint8 [H, W, 3]
+    density: np.ndarray        # float32 [H, W], sums to the count
+    count: float
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any image the readers return -> uint8 [H, W, 3] (16-bit scaled, grayscale repeated)."""
+    if image.dtype == np.uint16:
+        image = np.round(image.astype(np.float32) / 257.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.round(np.clip(image.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def synthetic_pool(options: CountTrainOptions, seed_base: int, count: int) -> list[Sample]:
+    h, w = options.synthetic_size
+    pool = []
+    for k in range(count):
+        scene = make_crowd_scene(seed_base + k, height=h, width=w)
+        density = density_from_points(scene.points, (h, w), options.sigma)
+        pool.append(Sample(scene.image, density, float(len(scene.points))))
+    return pool
+
+
+def annotated_images(paths: list[Path], options: CountTrainOptions) -> list[Sample]:
+    """Images with their head points, checked before training starts: readable, annotated, not smaller than the
+    crop."""
+    samples = []
+    for path in paths:
+        annotation = points_file_for(path)
+        if annotation is None:
+            raise InputError(path, "no head-point file beside it (ShanghaiTech ground_truth/GT_<name>.mat, "
+                             "<name>.json / .csv / .txt, or <name>_ann.mat)")
+        image, _meta = read_image(path, alpha="drop")
+        points, _ = read_points(annotation)
+        points, _dropped = check_points_in_image(points, image.shape)
+        if min(image.shape[:2]) < options.crop:
+            raise InputError(path, f"image is {image.shape[1]}x{image.shape[0]}: smaller than --crop {options.crop}")
+        density = density_from_points(points, image.shape[:2], options.sigma)
+        samples.append(Sample(to_rgb8(image), density, float(len(points))))
+    return samples
+
+
+def _augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma 0.5-1.5 and 10 % grayscale (3 channels), as upstream; float32 [0, 1]."""
+    x = (image.astype(np.float32) / 255.0) ** np.float32(rng.uniform(0.5, 1.5))
+    if rng.random() < 0.1:
+        x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
+    return x
+
+
+def batch_sampler(pool: list[Sample], options: CountTrainOptions, pipeline: CountPipeline) -> Callable:
+    """Random crops (flipped half the time) -> normalised images, density and attention targets at stride 2."""
+    crop, s = options.crop, OUTPUT_STRIDE
+
+    def sample(rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
+        images, densities, attentions = [], [], []
+        for _ in range(options.batch_size):
+            item = pool[int(rng.integers(len(pool)))]
+            h, w = item.density.shape
+            y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+            image = item.image[y:y + crop, x:x + crop]
+            density = item.density[y:y + crop, x:x + crop]
+            if rng.random() < 0.5:
+                image, density = image[:, ::-1], density[:, ::-1]
+            images.append(pipeline.normalised(_augment(image, rng)))
+            density = np.ascontiguousarray(density)
+            densities.append(downsample_density(density, s) * options.density_scale)
+            attentions.append(downsample_density(attention_target(density), s) / (s * s))
+        return {"image": torch.from_numpy(np.stack(images)),
+                "density": torch.from_numpy(np.stack(densities).astype(np.float32))[:, None],
+                "attention": torch.from_numpy(np.clip(np.stack(attentions), 0, 1).astype(np.float32))[:, None]}
+
+    return sample
+
+
+# ---- the step ------------------------------------------------------------------------------------------
+def make_loss() -> Callable:
+    def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        density, attention = model(batch["image"])
+        n = batch["image"].shape[0]
+        mse = F.mse_loss(density.float(), batch["density"], reduction="sum") / n
+        # written out: F.binary_cross_entropy refuses autocast (the attention is already a sigmoid's output)
+        a, t = attention.float().clamp(1e-6, 1 - 1e-6), batch["attention"]
+        bce = -(t * torch.log(a) + (1 - t) * torch.log1p(-a)).sum() / n
+        return mse + ATTENTION_WEIGHT * bce, {"mse": mse.detach(), "bce": bce.detach()}
+
+    return loss_fn
+
+
+def make_validate(val: list[Sample], pipeline_of: Callable[[torch.nn.Module], CountPipeline]) -> Callable:
+    def validate(trainer: Trainer) -> dict:
+        model = trainer.module().eval()
+        pipeline = pipeline_of(model)
+        predicted = [pipeline(sample.image).count for sample in val]
+        model.train()
+        metrics = count_metrics(predicted, [s.count for s in val])
+        return {"val_mae": metrics["mae"], "val_rmse": metrics["rmse"]}
+
+    return validate
+
+
+def cosine(options: CountTrainOptions) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, options.steps))))
+
+    return factor
+
+
+def check_options(options: CountTrainOptions, has_images: bool) -> None:
+    if options.synthetic == 0 and not has_images:
+        raise UsageError("nothing to train on: give annotated images or --synthetic > 0")
+    if options.crop % SIZE_MULTIPLE:
+        raise UsageError(f"--crop {options.crop} must be a multiple of {SIZE_MULTIPLE} (the network's pooling)")
+    if options.synthetic and options.crop > min(options.synthetic_size):
+        raise UsageError(f"--crop {options.crop} is larger than the synthetic scenes ({options.synthetic_size})")
+    parse_sigma(options.sigma)
+
+
+def train_count(images: list[Path], options: CountTrainOptions, val_images: list[Path] = (),
+                log: Callable[[str], None] = lambda _: None) -> dict:
+    check_options(options, bool(images))
+    start = time.perf_counter()
+    pool = synthetic_pool(options, options.seed * 100_003, options.synthetic) + annotated_images(list(images), options)
+    val = synthetic_pool(options, VAL_SEED, options.val_scenes) + annotated_images(list(val_images), options)
+    mean_count = float(np.mean([s.count for s in pool]))
+    baseline = count_metrics([mean_count] * len(val), [s.count for s in val])
+    log(f"{len(pool)} training images ({len(images)} annotated) and {len(val)} validation images ready in "
+        f"{time.perf_counter() - start:.0f} s; predicting the training mean count ({mean_count:.1f}) scores "
+        f"MAE {baseline['mae']:.1f} on the validation images")
+    torch.manual_seed(options.seed)
+    model = SFANet(options.network)
+    preprocessing = {**preprocessing_for(options.network.in_channels), "density_scale": options.density_scale,
+                     "sigma": options.sigma}
+    card = build_card("sfanet", options.network.to_dict(), task=TASK, preprocessing=preprocessing)
+
+    def pipeline_of(network: torch.nn.Module) -> CountPipeline:
+        return CountPipeline(network, card, tile=max(options.synthetic_size) * 2)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=None,
+                         precision=options.precision, checkpoint_every=options.validate_every, log_every=50,
+                         validate_every=options.validate_every, best_metric="val_mae", best_mode="min",
+                         seed=options.seed, device=options.device, resume=options.resume, progress=options.progress,
+                         description=options.network.variant, settings=resume_settings(options))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(options))
+    trainer = Trainer(model, optimizer, scheduler, config, loss_fn=make_loss(),
+                      validate_fn=make_validate(val, pipeline_of))
+    sampler = batch_sampler(pool, options, pipeline_of(SFANet(options.network)))
+    result = trainer.fit(StepSeededBatches(sampler, options.seed))
+    best = trainer.restore_best() or {}
+    model = trainer.module().cpu().eval()
+    seconds = time.perf_counter() - start
+    metrics = {"val_mae": best.get("val_mae", result.get("val_mae")), "val_rmse": best.get("val_rmse"),
+               "mean_count_baseline_mae": baseline["mae"], "val_mean_count": float(np.mean([s.count for s in val])),
+               "best_step": best.get("best_step"), "seconds": seconds}
+    training = {"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop, "lr": options.lr,
+                "sigma": options.sigma, "synthetic_scenes": options.synthetic,
+                "synthetic_size": list(options.synthetic_size), "annotated_images": [p.name for p in images],
+                "validation_images": [p.name for p in val_images], "seed": options.seed, "command": options.command}
+    card = build_card("sfanet", options.network.to_dict(), task=TASK, preprocessing=preprocessing,
+                      training=training, metrics=metrics)
+    path = options.out / "model.safetensors"
+    save_checkpoint(path, model, card, half=options.half)
+    log(f"{options.steps} steps in {seconds:.0f} s; validation MAE {metrics['val_mae']:.2f} (mean-count baseline "
+        f"{baseline['mae']:.2f}); wrote {path}")
+    return {"checkpoint": str(path), **trainer.policy.to_dict(), "seconds": seconds, "metrics": metrics}

@@ -1,0 +1,206 @@
+"""Crowd counting: tiling that keeps the count, the CLI's outputs (density, overlay, CSV), image kinds (EXIF, gray,
+16-bit), bad inputs, evaluation against the real ShanghaiTech sample, a short training run with resume, and the
+import of upstream-style weights."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import shared_file
+from contract_cases.count import make_checkpoint
+from mis.checkpoints import build_card
+from mis.models.sfanet import SFANet, SFANetConfig
+from mis.pipelines.count.pipeline import CountPipeline, preprocessing_for
+from mis.pipelines.count.synthetic import make_crowd_scene
+
+runner = CliRunner()
+
+
+def app():
+    from mis.cli.main import app as main_app
+
+    return main_app
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("count_ckpt"))
+
+
+class LocalNetwork(torch.nn.Module):
+    """A stand-in whose output depends only on a 2x2 block of its input (no context): tiled and whole-image passes
+    must then agree exactly, which isolates the stitching from what a network sees across tile borders."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = SFANetConfig.demo(width=0.125)
+
+    def forward(self, x):
+        pooled = torch.nn.functional.avg_pool2d(x.mean(dim=1, keepdim=True), 2)
+        return torch.relu(pooled + 2.0) * 1e-3, torch.sigmoid(pooled)
+
+
+def local_pipeline(**options) -> CountPipeline:
+    card = build_card("sfanet", SFANetConfig.demo(width=0.125).to_dict(), task="count",
+                      preprocessing={**preprocessing_for(3), "density_scale": 1.0})
+    return CountPipeline(LocalNetwork(), card, **options)
+
+
+@pytest.mark.parametrize("size", [(200, 300), (157, 211), (64, 520)])
+def test_tiles_keep_the_count_and_the_map(size):
+    image = make_crowd_scene(5, height=size[0], width=size[1]).image
+    whole = local_pipeline(tile=1024)(image)
+    tiled = local_pipeline(tile=64, overlap=16)(image)
+    assert len(local_pipeline(tile=64, overlap=16).layout(*size)[2]) > 4       # really tiled
+    assert tiled.count == pytest.approx(whole.count, rel=1e-5)
+    np.testing.assert_allclose(tiled.density, whole.density, rtol=1e-4, atol=1e-9)
+    assert tiled.density.shape == size and abs(tiled.density.sum() - tiled.count) < 1e-3 * max(1, tiled.count)
+
+
+def test_gray_and_16_bit_images_count_as_their_8_bit_rgb(checkpoint):
+    pipeline = CountPipeline.from_checkpoint(checkpoint)
+    rgb = make_crowd_scene(2, height=96, width=128).image
+    gray = rgb.mean(axis=2).round().astype(np.uint8)
+    as_rgb = pipeline(np.repeat(gray[..., None], 3, axis=2)).count
+    assert pipeline(gray).count == pytest.approx(as_rgb, rel=1e-6)
+    sixteen = gray.astype(np.uint16) * 257
+    assert pipeline(sixteen).count == pytest.approx(as_rgb, rel=1e-4)
+
+
+def test_nan_and_tiny_images_are_refused_with_the_source_named(checkpoint):
+    from mis.errors import InputError
+
+    pipeline = CountPipeline.from_checkpoint(checkpoint)
+    with pytest.raises(InputError, match="frame.png.*NaN"):
+        pipeline(np.full((40, 40), np.nan, np.float32), source="frame.png")
+    with pytest.raises(InputError, match="dot.png.*too small"):
+        pipeline(np.zeros((1, 1, 3), np.uint8), source="dot.png")
+
+
+def test_cli_writes_density_overlay_and_csv_and_goes_past_bad_files(tmp_path, checkpoint):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(3):
+        Image.fromarray(make_crowd_scene(k, height=96, width=128).image).save(folder / f"frame_{k:03d}.png")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "frame_dot.png")
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    Image.fromarray(rgba).save(folder / "frame_rgba.png")                 # fully transparent: refused
+    raw = (folder / "frame_000.png").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(raw[:200])
+    (tmp_path / "notes.png").write_text("not an image")
+    out = tmp_path / "out"
+    result = runner.invoke(app(), ["--json", "count", str(folder), str(tmp_path / "cut.jpg"),
+                                   str(tmp_path / "notes.png"), "--model", str(checkpoint), "-o", str(out),
+                                   "--csv", str(tmp_path / "counts.csv")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    report = json.loads(result.stdout)
+    done = [item for item in report["items"] if item["status"] == "done"]
+    assert len(done) == 3 and report["failed"] == 4
+    for item in done:
+        density = np.load(item["target"])
+        image = np.asarray(Image.open(item["source"]))
+        assert density.shape == image.shape[:2] and density.sum() == pytest.approx(item["count"], abs=0.01)
+        overlay = np.asarray(Image.open(item["overlay"]))
+        assert overlay.shape == image.shape and overlay.dtype == np.uint8
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([f"frame_{k:03d}_density.npy" for k in range(3)] +
+                             [f"frame_{k:03d}_overlay.png" for k in range(3)])
+    rows = list(csv.DictReader(open(tmp_path / "counts.csv")))
+    assert len(rows) == 7 and {r["status"] for r in rows} == {"done", "failed"}
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("error", "failed"))]
+    for name in ("frame_dot.png", "frame_rgba.png", "cut.jpg", "notes.png"):
+        assert sum(name in line for line in errors) == 1, result.stderr
+
+
+def test_exif_orientation_is_applied_before_counting(tmp_path, checkpoint):
+    image = make_crowd_scene(4, height=96, width=128).image
+    upright = tmp_path / "upright.jpg"
+    Image.fromarray(image).save(upright, quality=95)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # display = stored rotated 90 degrees clockwise
+    Image.fromarray(np.rot90(image, 1).copy()).save(rotated, quality=95, exif=exif)
+    result = runner.invoke(app(), ["--json", "count", str(upright), str(rotated), "--model", str(checkpoint),
+                                   "-o", str(tmp_path / "out"), "--no-overlay"])
+    assert result.exit_code == 0, result.output
+    shapes = {Path(i["source"]).name: np.load(i["target"]).shape for i in json.loads(result.stdout)["items"]}
+    assert shapes["rotated.jpg"] == shapes["upright.jpg"] == (96, 128)
+
+
+def test_evaluate_on_the_real_shanghaitech_sample_and_a_synthetic_scene(tmp_path, checkpoint):
+    from mis.io.points import write_points_json
+
+    image = shared_file("crowd/SHTA_test_IMG_4.jpg")
+    scene = make_crowd_scene(8, height=96, width=128)
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    write_points_json(tmp_path / "scene.json", scene.points)
+    (tmp_path / "nopoints.png").write_bytes((tmp_path / "scene.png").read_bytes())
+    result = runner.invoke(app(), ["--json", "evaluate", "count", str(image), str(tmp_path / "scene.png"),
+                                   str(tmp_path / "nopoints.png"), "--model", str(checkpoint)])
+    assert result.exit_code == 1                                          # nopoints.png: no annotation
+    report = json.loads(result.stdout)
+    cases = {c["file"]: c for c in report["cases"]}
+    assert cases["SHTA_test_IMG_4.jpg"]["true_count"] == 170
+    assert cases["scene.png"]["true_count"] == len(scene.points)
+    for case in cases.values():
+        assert case["game0"] == pytest.approx(abs(case["error"]), rel=1e-4, abs=1e-3)
+        assert case["game0"] <= case["game1"] + 1e-6 <= case["game2"] + 2e-6 <= case["game3"] + 3e-6
+    errors = np.array([c["error"] for c in cases.values()])
+    assert report["mean"]["mae"] == pytest.approx(np.abs(errors).mean(), abs=0.01)     # JSON keeps 2 decimals
+    assert report["mean"]["rmse"] == pytest.approx(np.sqrt((errors ** 2).mean()), abs=0.01)
+    assert any("nopoints.png" in e["error"] for e in report["errors"])
+
+
+def test_training_learns_resumes_and_records_its_recipe(tmp_path):
+    args = ["train", "count", "--variant", "m-segnet", "--crop", "64", "--batch", "2", "--synthetic", "4",
+            "--validate-every", "2", "-o", str(tmp_path / "run")]
+    result = runner.invoke(app(), args + ["--steps", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app(), args + ["--steps", "4", "--resume"])
+    assert result.exit_code == 0, result.output
+    from mis.checkpoints import read_card
+
+    card = read_card(tmp_path / "run" / "model.safetensors")
+    assert card["config"]["variant"] == "m-segnet" and card["preprocessing"]["density_scale"] == 100.0
+    assert card["training"]["steps"] == 4 and card["metrics"]["val_mae"] is not None
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    bad = runner.invoke(app(), ["train", "count", "--crop", "60", "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "multiple of 16" in bad.output
+
+
+def test_annotated_images_without_points_stop_training_before_it_starts(tmp_path):
+    Image.fromarray(make_crowd_scene(1, height=160, width=160).image).save(tmp_path / "img.png")
+    (tmp_path / "img.json").write_text('{"note": "no points here"}')
+    result = runner.invoke(app(), ["train", "count", str(tmp_path / "img.png"), "--synthetic", "0", "--steps", "1",
+                                   "-o", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "img.json" in result.output and "no head points" in result.output
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("variant", ["m-sfanet", "m-segnet"])
+def test_upstream_style_weights_import_and_count_the_same(tmp_path, variant):
+    torch.manual_seed(3)
+    config = SFANetConfig.demo(variant, width=0.125)
+    upstream_model = SFANet(config).eval()
+    state = {f"module.{k}": v for k, v in upstream_model.state_dict().items()}
+    if variant == "m-sfanet":            # upstream's conv_out carries a BatchNorm it never applies
+        state.update({"module.conv_out.bn.weight": torch.ones(1), "module.conv_out.bn.bias": torch.zeros(1)})
+    torch.save({"epoch": 3, "model": state, "mae": 60.0}, tmp_path / "checkpoint_best.pth")
+    result = runner.invoke(app(), ["models", "import", str(tmp_path / "checkpoint_best.pth"), "--task", "count",
+                                   "-o", str(tmp_path / "ours.safetensors"), "--config", json.dumps(config.to_dict())])
+    assert result.exit_code == 0, result.output
+    pipeline = CountPipeline.from_checkpoint(tmp_path / "ours.safetensors")
+    assert pipeline.density_scale == 1.0 and pipeline.mean.tolist() == pytest.approx([0.485, 0.456, 0.406])
+    image = make_crowd_scene(6, height=64, width=96).image
+    x = torch.from_numpy(pipeline.normalised(image))[None]
+    with torch.no_grad():
+        expected = float(upstream_model(x)[0].sum())
+    assert pipeline(image).count == pytest.approx(expected, rel=1e-4, abs=1e-6)
