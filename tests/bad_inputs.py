@@ -6,7 +6,7 @@ the exit code, one line on stderr naming the file and its problem, no traceback,
 good item done, and every input unchanged.
 
 A case is (name, command, make, problem, kind):
-- `command`: segment | vocode | mel | bwe | interpolate | seaice | battery (the batch commands) or model:<command> (a bad `--model`) or
+- `command`: segment | vocode | mel | bwe | interpolate | seaice | count | battery (the batch commands) or model:<command> (a bad `--model`) or
   output:<command> (a bad `-o`);
 - `make(folder) -> path`: writes the bad input below `folder` and returns what to pass on the command line (for
   seaice the bad raster of a pair: the SAR, or the MSI when the case's name starts with `msi_`);
@@ -558,6 +558,47 @@ add("seaice", "msi_three_bands_for_a_four_band_model", _edited("msi", "msirgb", 
 add("seaice", "msi_all_nodata", _edited("msi", "msiempty", lambda a: np.zeros_like(a), nodata=0), "no data")
 add("seaice", "msi_truncated_tiff", _cut("msi", "msicut"), "truncated|not a readable")
 add("seaice", "msi_text_named_tif", lambda f: _write(f / "msinotes.tif", b"hello\n" * 50), "not a readable raster")
+
+
+# ------------------------------------------------------------------------------------------------ crowd counting
+def crowd_image(path: Path, size=(48, 64), seed: int = SEED, mode: str | None = None, array=None) -> Path:
+    from PIL import Image
+
+    from mis.pipelines.count.synthetic import make_crowd_scene
+
+    image = make_crowd_scene(seed, height=max(size[0], 16), width=max(size[1], 16)).image[:size[0], :size[1]] \
+        if array is None else array
+    (Image.fromarray(image, mode) if mode else Image.fromarray(image)).save(path)
+    return path
+
+
+def _truncated_jpeg(folder: Path) -> Path:
+    raw = crowd_image(folder / "full.jpg").read_bytes()
+    return _write(folder / "cutphoto.jpg", raw[: len(raw) // 3])
+
+
+def _transparent_png(folder: Path) -> Path:
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 3] = 128
+    return crowd_image(folder / "glass.png", array=rgba)
+
+
+def _nan_tiff(folder: Path) -> Path:
+    return crowd_image(folder / "nanshot.tif", array=np.full((40, 40), np.nan, np.float32))
+
+
+add("count", "image_truncated_jpeg", _truncated_jpeg, "truncated|not a readable")
+add("count", "image_one_pixel", lambda f: crowd_image(f / "dot.png", size=(1, 1)), "too small")
+add("count", "image_rgba_with_transparency", _transparent_png, "transparen|alpha")
+add("count", "image_text_named_jpg", lambda f: _write(f / "caption.jpg", b"a crowd\n" * 40), "not a readable|not an image")
+add("count", "image_empty_file", lambda f: _write(f / "blank.png", b""), "empty|not a readable")
+add("count", "image_float_nan", _nan_tiff, "NaN")
+add("count", "image_missing", lambda f: f / "absent.png", "no such file|not found|does not exist")
+
+
+@case("model:count", "model_of_seaice_task_for_count", "checkpoint is for task 'seaice'", kind="usage")
+def _seaice_for_count(folder: Path) -> Path:
+    return Path(os.environ["MIS_CORPUS_CHECKPOINTS"]) / "seaice.safetensors"
 
 # ------------------------------------------------------------------------------------------------ battery
 

@@ -14,12 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from bad_inputs import (CASES, N_CYCLES, arbin_cell, ct_volume, frame_folder, frame_stack, mel_array, nifti,
-                        seaice_scene, speech)
-from contract_cases import battery, bwe, ct_segmentation, interpolate, seaice, vocoder
+                        crowd_image, seaice_scene, speech)
+from contract_cases import battery, bwe, count, ct_segmentation, interpolate, seaice, vocoder
 
 runner = CliRunner()
 COMMANDS = {"segment": ["segment"], "vocode": ["vocode"], "mel": ["mel"], "bwe": ["bwe"],
-            "interpolate": ["interpolate"], "seaice": ["seaice"], "battery": ["battery", "predict"]}
+            "interpolate": ["interpolate"], "seaice": ["seaice"], "count": ["count"],
+            "battery": ["battery", "predict"]}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def checkpoints(tmp_path_factory):
     made["bwe"] = bwe.make_checkpoint(folder)
     made["interpolate"] = interpolate.make_checkpoint(folder)
     made["seaice"] = seaice.make_checkpoint(folder)
+    made["count"] = count.make_checkpoint(folder)
     for command in ("segment", "vocode", "battery"):
         shutil.copy(made[command], folder / f"{command}.safetensors")
     os.environ["MIS_CORPUS_CHECKPOINTS"] = str(folder)
@@ -59,6 +61,8 @@ def good_input(command: str, folder: Path) -> Path:
         return path
     if command == "interpolate":
         return frame_folder(folder / "goodseq", frame_stack(3, seed=99))
+    if command == "count":
+        return crowd_image(folder / "goodcrowd.png", seed=99)
     if command == "seaice":      # goodsar.tif with its partner goodsar_msi.tif
         files = seaice_scene(folder / "goodscene", seed=99)
         files["msi"].rename(folder / "goodsar_msi.tif")
@@ -150,4 +154,5 @@ def test_the_corpus_covers_every_class():
     assert len(CASES) >= 150, len(CASES)
     assert len({c.name for c in CASES}) == len(CASES), "case names must be unique"
     commands = {c.command.partition(":")[0] for c in CASES}
-    assert {"segment", "vocode", "mel", "bwe", "interpolate", "seaice", "battery", "model", "output"} <= commands
+    assert {"segment", "vocode", "mel", "bwe", "interpolate", "seaice", "count", "battery", "model",
+            "output"} <= commands

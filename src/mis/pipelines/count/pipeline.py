@@ -35,6 +35,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)     # RGB -> gray for a 1-channel network (ITU-R BT.601)
 DEFAULT_TILE = 1024        # pixels: one pass up to this size, tiles beyond
 DEFAULT_OVERLAP = 128
+# A network pass holds at most batch_size x this many pixels: a video's small frames go through batch_size at a time,
+# a large image's 1024 px tiles fewer at a time, so peak memory stays that of one batch whatever the image's size
+PIXELS_PER_BATCH_ITEM = 512 * 512
 
 
 @dataclass
@@ -168,14 +171,16 @@ class CountPipeline(Pipeline):
         return results
 
     def _run_tiles(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
-        """Tiles of one shape go through together, `batch_size` at a time; -> [2, th/2, tw/2] (density, attention)."""
+        """Tiles of one shape go through together, `batch_size` at a time or fewer for large tiles (see
+        PIXELS_PER_BATCH_ITEM); -> [2, th/2, tw/2] (density, attention)."""
         out: list[np.ndarray | None] = [None] * len(tiles)
         by_shape: dict[tuple, list[int]] = {}
         for k, t in enumerate(tiles):
             by_shape.setdefault(t.shape, []).append(k)
-        for indices in by_shape.values():
-            for s in range(0, len(indices), self.batch_size):
-                chunk = indices[s:s + self.batch_size]
+        for shape, indices in by_shape.items():
+            per_pass = max(1, min(self.batch_size, self.batch_size * PIXELS_PER_BATCH_ITEM // (shape[1] * shape[2])))
+            for s in range(0, len(indices), per_pass):
+                chunk = indices[s:s + per_pass]
                 x = torch.from_numpy(np.stack([tiles[k] for k in chunk])).to(self.policy.device)
                 y = self.forward(x).float().cpu().numpy()
                 for k, value in zip(chunk, y):
