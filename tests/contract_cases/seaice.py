@@ -19,14 +19,14 @@ def tiny_config(**overrides):
                                     "finer": "msi", **overrides})
 
 
-def make_checkpoint(folder: Path) -> Path:
+def make_checkpoint(folder: Path, **overrides) -> Path:
     import torch
 
     from mis.checkpoints import build_card, save_checkpoint
     from mis.models.visual_iced import VisualIced
 
     torch.manual_seed(0)
-    model = VisualIced(tiny_config())
+    model = VisualIced(tiny_config(**overrides))
     path = folder / "seaice.safetensors"
     save_checkpoint(path, model, build_card("visual_iced", model.config.to_dict(), task="seaice",
                                             preprocessing=PREPROCESSING))

@@ -48,16 +48,22 @@ class Pair:
     msi: Path
 
 
-def read_pairs_csv(path: Path) -> list[Pair]:
-    """A CSV with columns `sar,msi` (paths relative to the CSV's folder)."""
+def read_csv_rows(path: Path, columns: tuple[str, ...], what: str) -> list[dict[str, str]]:
+    """The rows of a CSV that must have `columns` and at least one row; `what` names it in the error."""
     try:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"not a readable CSV of pairs ({exc})") from None
-    if not rows or not {"sar", "msi"} <= set(rows[0]):
-        raise InputError(path, "a CSV of pairs needs the columns sar,msi and at least one row")
-    return [Pair(path.parent / row["sar"], path.parent / row["msi"]) for row in rows]
+        raise InputError(path, f"not a readable CSV of {what} ({exc})") from None
+    if not rows or not set(columns) <= set(rows[0]):
+        raise InputError(path, f"a CSV of {what} needs the columns {','.join(columns)} and at least one row")
+    return rows
+
+
+def read_pairs_csv(path: Path) -> list[Pair]:
+    """A CSV with columns `sar,msi` (paths relative to the CSV's folder)."""
+    return [Pair(path.parent / row["sar"], path.parent / row["msi"])
+            for row in read_csv_rows(path, ("sar", "msi"), "pairs")]
 
 
 def plan(pairs: list[Pair], output: Path) -> list[WorkItem]:

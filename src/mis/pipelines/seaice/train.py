@@ -15,7 +15,6 @@ the same budget and seeds and scores them on the same fresh scenes, as the paper
 """
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,15 +82,10 @@ class TrainingRow:
 
 def read_training_csv(path: Path) -> list[TrainingRow]:
     """Columns sar,msi,mask and an optional split (train / val); paths relative to the CSV's folder."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"not a readable CSV of training scenes ({exc})") from None
-    if not rows or not {"sar", "msi", "mask"} <= set(rows[0]):
-        raise InputError(path, "a CSV of training scenes needs the columns sar,msi,mask and at least one row")
+    from mis.pipelines.seaice.run import read_csv_rows
+
     out = []
-    for row in rows:
+    for row in read_csv_rows(path, ("sar", "msi", "mask"), "training scenes"):
         split = (row.get("split") or "").strip().lower()
         if split not in ("", "train", "val"):
             raise InputError(path, f"split {split!r}: train or val")
