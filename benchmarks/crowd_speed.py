@@ -25,10 +25,11 @@ def pipeline_for(variant: str, preset: str):
     from mis.models.sfanet import SFANet, SFANetConfig
     from mis.pipelines.count.pipeline import CountPipeline, preprocessing_for
     from mis.registry import resolve_checkpoint
+    from mis.runtime.config import RuntimeConfig
 
     if preset == "demo":
         name = {"m-sfanet": "count_msfanet_demo", "m-segnet": "count_msegnet_demo"}[variant]
-        return CountPipeline.from_checkpoint(resolve_checkpoint("count", name), batch_size=8)
+        return CountPipeline.from_checkpoint(resolve_checkpoint("count", name), RuntimeConfig(batch_size=8))
     torch.manual_seed(0)
     config = SFANetConfig.paper(variant)
     card = build_card("sfanet", config.to_dict(), task="count", preprocessing=preprocessing_for(3))

@@ -204,3 +204,19 @@ def test_upstream_style_weights_import_and_count_the_same(tmp_path, variant):
     with torch.no_grad():
         expected = float(upstream_model(x)[0].sum())
     assert pipeline(image).count == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_the_count_term_adds_the_l1_error_of_each_crops_total():
+    from mis.pipelines.count.train import make_loss
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((2, 1, 4, 4), 0.5), torch.full((2, 1, 4, 4), 0.5)
+
+    batch = {"image": torch.zeros(2, 3, 8, 8), "density": torch.zeros(2, 1, 4, 4),
+             "attention": torch.full((2, 1, 4, 4), 0.5)}
+    batch["density"][1] = 1.0                       # totals: predicted 8 and 8, true 0 and 16
+    plain, parts = make_loss(0.0)(Fixed(), batch)
+    with_count, _ = make_loss(2.0)(Fixed(), batch)
+    assert float(parts["count_l1"]) == pytest.approx(8.0)
+    assert float(with_count - plain) == pytest.approx(16.0)

@@ -74,6 +74,8 @@ def train_count(
                               "(CSRNet's geometry-adaptive)"),
     density_scale: float = typer.Option(100.0, "--density-scale", min=1e-3, help="Training targets are the density "
                                         "times this (the card keeps it; inference divides by it)"),
+    count_weight: float = typer.Option(0.0, "--count-weight", min=0.0, help="Weight of an L1 loss on each crop's "
+                                       "total (beyond upstream's MSE + 0.1 BCE; removes a background offset)"),
     synthetic: int = typer.Option(400, min=0, help="Synthetic scenes rendered for training (0: your images only)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
@@ -102,7 +104,8 @@ def train_count(
     single_process("mis train count")
     runtime = runtime_of(ctx)
     options = CountTrainOptions(out=out, network=presets[preset](variant), steps=steps, batch_size=batch, crop=crop,
-                                lr=lr, sigma=sigma, density_scale=density_scale, synthetic=synthetic,
+                                lr=lr, sigma=sigma, density_scale=density_scale, count_weight=count_weight,
+                                synthetic=synthetic,
                                 validate_every=validate_every, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())

@@ -255,7 +255,7 @@ def seaice_files(pipeline: SeaIcePipeline, pairs: list[Pair], output: Path, opti
                  overwrite: bool = False) -> RunSummary | None:
     from rasterio.env import set_gdal_config
 
-    set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB * 1024 * 1024)   # rasterio passes it to GDAL as bytes
     items = plan(pairs, output)
     msi_of = {item.key: pair.msi for item, pair in zip(items, pairs)}
     return run_batch(items, lambda device: seaice_job(pipeline.on_device(device) if device else pipeline, options,
