@@ -99,6 +99,7 @@ def fresh(mode: str, size: int, folder: Path, network: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
+    parser.add_argument("--quick", action="store_true", help="only the windowed tiny-network runs (the RSS ratio)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -113,7 +114,7 @@ def main() -> None:
         for size in args.sizes:
             write_scene(folder, size)
             runs = [("windowed", "tiny")]
-            if size <= 2000:
+            if size <= 2000 and not args.quick:
                 runs += [("whole scene in memory", "tiny"), ("windowed", "tiny4"), ("windowed", "demo")]
             for mode, network in runs:
                 r = fresh("windowed" if mode == "windowed" else "memory", size, folder, network)

@@ -28,7 +28,7 @@ from mis.runtime.executor import RunSummary, WorkItem
 ICE_NODATA = 255
 # GDAL's block cache defaults to 5 % of RAM and fills with every block a scene's windows touch: bounded here so
 # that memory does not grow with the scene (the windows themselves are a few tens of MB)
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 64
 
 
 @dataclass(kw_only=True)
