@@ -220,3 +220,20 @@ def test_the_count_term_adds_the_l1_error_of_each_crops_total():
     with_count, _ = make_loss(2.0)(Fixed(), batch)
     assert float(parts["count_l1"]) == pytest.approx(8.0)
     assert float(with_count - plain) == pytest.approx(16.0)
+
+
+def test_one_image_to_a_named_npy_puts_the_overlay_beside_it(tmp_path, checkpoint):
+    Image.fromarray(make_crowd_scene(3, height=64, width=80).image).save(tmp_path / "shot.png")
+    result = runner.invoke(app(), ["count", str(tmp_path / "shot.png"), "--model", str(checkpoint),
+                                   "-o", str(tmp_path / "out" / "crowd.npy")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["crowd.npy", "crowd_overlay.png"]
+
+
+def test_a_second_run_into_the_input_folder_does_not_count_its_own_overlays(tmp_path, checkpoint):
+    Image.fromarray(make_crowd_scene(3, height=64, width=80).image).save(tmp_path / "shot.png")
+    for _ in range(2):
+        result = runner.invoke(app(), ["--json", "count", str(tmp_path), "--model", str(checkpoint), "-o",
+                                       str(tmp_path), "--overwrite"])
+        assert result.exit_code == 0, result.output
+        assert [Path(i["source"]).name for i in json.loads(result.stdout)["items"]] == ["shot.png"]

@@ -32,7 +32,15 @@ class CountOptions:
 
 
 def overlay_path(density_target: Path) -> Path:
-    return density_target.with_name(density_target.name[: -len(DENSITY_SUFFIX + ".npy")] + OVERLAY_SUFFIX)
+    """`<name>_density.npy` -> `<name>_overlay.png`; an -o file of another name, `x.npy` -> `x_overlay.png`."""
+    name = density_target.name
+    stem = name[: -len(DENSITY_SUFFIX + ".npy")] if name.endswith(DENSITY_SUFFIX + ".npy") else name[: -len(".npy")]
+    return density_target.with_name(stem + OVERLAY_SUFFIX)
+
+
+def is_own_overlay(source: Path, output: Path) -> bool:
+    folder = output if output.suffix.lower() != ".npy" else output.parent
+    return source.name.endswith(OVERLAY_SUFFIX) and source.parent.resolve() == folder.resolve()
 
 
 def plan(inputs: list[str], output: Path, options: CountOptions, *, skip_existing: bool = False) -> list[WorkItem]:
@@ -41,6 +49,8 @@ def plan(inputs: list[str], output: Path, options: CountOptions, *, skip_existin
     items = []
     for source, target, problem in source_target_pairs(inputs, output, kinds=(IMAGE,), suffix=".npy",
                                                         stem_suffix=DENSITY_SUFFIX):
+        if is_own_overlay(source, output):
+            continue          # an earlier run's overlay in the folder being counted again is not a photo
         if problem is None and options.overlay and not options.overwrite:
             overlay = overlay_path(target)
             if overlay.exists() and not (skip_existing and target.exists()):
