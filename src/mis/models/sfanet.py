@@ -59,7 +59,7 @@ count by 0.2 %. Adam step, batch 8 x 400x400 (upstream's crop): paper m-sfanet 1
 m-segnet 95 ms and 11 GiB, demos 36 / 24 ms; one 1x3x384x512 forward 9.0 / 6.1 ms (paper), 3.4 / 2.4 ms (demo).
 
 Upstream's own networks count 2 more parameters (22,904,390 and 9,747,526: the unused conv_out.bn); both round to the
-published 22.90 M and 9.75 M. Ours and upstream's (built from its code, `load_vgg` stubbed, weights copied through
+published 22.90 M and 9.75 M. Ours and upstream's (built from its code with its ImageNet download switched off, weights copied through
 `SFANET_KEY_MAP`) give bit-identical outputs in eval and train mode (tests/test_sfanet.py keeps upstream's numbers).
 """
 from __future__ import annotations

@@ -70,6 +70,25 @@ def to_unit_float(image: np.ndarray, source: str = "image") -> np.ndarray:
     return image
 
 
+def normalise(image: np.ndarray, mean: np.ndarray, std: np.ndarray, channels: int,
+              source: str = "image") -> np.ndarray:
+    """[H, W] / [H, W, 3] -> float32 [channels, H, W]: intensities to [0, 1], gray repeated for an RGB network (RGB
+    to luma for a gray one), then (x - mean) / std. Training and inference share it."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise InputError(source, f"expected an image [H, W] or [H, W, 3], got shape {tuple(image.shape)}")
+    if min(image.shape[:2]) < 2:
+        raise InputError(source, f"image is {image.shape[1]}x{image.shape[0]} pixels: too small to count in")
+    unit = to_unit_float(image, source)
+    if channels == 3:
+        unit = np.repeat(unit[..., None], 3, axis=2) if unit.ndim == 2 else unit
+    else:
+        unit = (unit @ LUMA if unit.ndim == 3 else unit)[..., None]
+    return np.ascontiguousarray(((unit - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
 class CountPipeline(Pipeline):
     """`pipeline(image)` -> CountOutput; `batch(images)` sends the tiles of several images through together."""
 
@@ -117,20 +136,7 @@ class CountPipeline(Pipeline):
     # ---- arrays ------------------------------------------------------------------------------------
     def normalised(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """[H, W] / [H, W, 3] -> float32 [C, H, W] with the card's mean and std."""
-        image = np.asarray(image)
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-            raise InputError(source, f"expected an image [H, W] or [H, W, 3], got shape {tuple(image.shape)}")
-        if min(image.shape[:2]) < 2:
-            raise InputError(source, f"image is {image.shape[1]}x{image.shape[0]} pixels: too small to count in")
-        unit = to_unit_float(image, source)
-        if self.channels == 3:
-            unit = np.repeat(unit[..., None], 3, axis=2) if unit.ndim == 2 else unit
-        else:
-            unit = unit @ LUMA if unit.ndim == 3 else unit
-            unit = unit[..., None]
-        return np.ascontiguousarray(((unit - self.mean) / self.std).transpose(2, 0, 1), dtype=np.float32)
+        return normalise(image, self.mean, self.std, self.channels, source)
 
     def layout(self, height: int, width: int) -> tuple[int, int, list[tuple[int, int]]]:
         """The padded size and the tiles' top-left corners (input pixels). An image within one tile is padded to

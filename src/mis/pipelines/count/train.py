@@ -38,7 +38,7 @@ from mis.io.points import check_points_in_image, points_file_for, read_points
 from mis.models.sfanet import OUTPUT_STRIDE, SIZE_MULTIPLE, SFANet, SFANetConfig
 from mis.pipelines.count.density import (attention_target, count_metrics, density_from_points, downsample_density,
                                          parse_sigma)
-from mis.pipelines.count.pipeline import TASK, CountPipeline, preprocessing_for
+from mis.pipelines.count.pipeline import TASK, CountPipeline, normalise, preprocessing_for
 from mis.pipelines.count.synthetic import make_crowd_scene
 from mis.runtime.training import RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
 
@@ -117,9 +117,11 @@ def _augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def batch_sampler(pool: list[Sample], options: CountTrainOptions, pipeline: CountPipeline) -> Callable:
-    """Random crops (flipped half the time) -> normalised images, density and attention targets at stride 2."""
+def batch_sampler(pool: list[Sample], options: CountTrainOptions, preprocessing: dict) -> Callable:
+    """Random crops (flipped half the time) -> normalised images (as the pipeline normalises them: the card's
+    mean / std), density and attention targets at stride 2."""
     crop, s = options.crop, OUTPUT_STRIDE
+    mean, std = np.asarray(preprocessing["mean"], np.float32), np.asarray(preprocessing["std"], np.float32)
 
     def sample(rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
         images, densities, attentions = [], [], []
@@ -131,7 +133,7 @@ def batch_sampler(pool: list[Sample], options: CountTrainOptions, pipeline: Coun
             density = item.density[y:y + crop, x:x + crop]
             if rng.random() < 0.5:
                 image, density = image[:, ::-1], density[:, ::-1]
-            images.append(pipeline.normalised(_augment(image, rng)))
+            images.append(normalise(_augment(image, rng), mean, std, options.network.in_channels))
             density = np.ascontiguousarray(density)
             densities.append(downsample_density(density, s) * options.density_scale)
             attentions.append(downsample_density(attention_target(density), s) / (s * s))
@@ -216,7 +218,7 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(options))
     trainer = Trainer(model, optimizer, scheduler, config, loss_fn=make_loss(options.count_weight),
                       validate_fn=make_validate(val, pipeline_of))
-    sampler = batch_sampler(pool, options, pipeline_of(SFANet(options.network)))
+    sampler = batch_sampler(pool, options, preprocessing)
     result = trainer.fit(StepSeededBatches(sampler, options.seed))
     best = trainer.restore_best() or {}
     model = trainer.module().cpu().eval()

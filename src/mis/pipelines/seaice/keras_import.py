@@ -88,7 +88,8 @@ def keras_state_dict(path: Path, config: dict) -> dict[str, torch.Tensor]:
     A 1-channel SAR config takes upstream's 3-channel `block1_conv1_sar` summed over its input axis: upstream feeds
     HH replicated to three channels, so the sum is the same network on one HH channel."""
     layers = read_keras_layers(path)
-    model = VisualIced(VisualIcedConfig.from_dict(config))
+    network = VisualIcedConfig.from_dict(config)
+    model = VisualIced(network)
     own_bn = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     own_auto_conv = [n for n, m in model.named_modules()
                      if isinstance(m, torch.nn.Conv2d) and n.startswith("decoder.")]
@@ -109,8 +110,7 @@ def keras_state_dict(path: Path, config: dict) -> dict[str, torch.Tensor]:
         for keras_name, target in zip(found, own):
             state.update(_to_torch(layers[keras_name], parts, target))
     first = state.get("sar.block1_conv1.weight")
-    sar_channels = VisualIcedConfig.from_dict(config).sar_channels
-    if first is not None and sar_channels == 1 and first.shape[1] == 3:
+    if first is not None and network.sar_channels == 1 and first.shape[1] == 3:
         state["sar.block1_conv1.weight"] = first.sum(1, keepdim=True)
     for name, tensor in model.state_dict().items():               # BN counters have no Keras counterpart
         if name.endswith("num_batches_tracked"):

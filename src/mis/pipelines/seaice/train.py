@@ -107,8 +107,14 @@ def split_rows(rows: list[TrainingRow]) -> tuple[list[TrainingRow], list[Trainin
     return train, val
 
 
-def read_training_scene(row: TrainingRow, network: VisualIcedConfig, preprocessing: dict,
-                        scene_options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reader_view(network: VisualIcedConfig, preprocessing: dict) -> SeaIcePipeline:
+    """What `run.open_scene` reads a scene for (bands, ratio, the joint valid mask): a pipeline over an untrained
+    network of the run's config, built once per training."""
+    return SeaIcePipeline(VisualIced(network), {"task": TASK, "preprocessing": preprocessing})
+
+
+def read_training_scene(row: TrainingRow, network: VisualIcedConfig, preprocessing: dict, scene_options,
+                        view: SeaIcePipeline | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sar, msi, ice) as `scene_arrays` gives them; ice is NaN where the mask or either input has no data. The
     scene is cropped to a multiple of the network's size on the coarse grid."""
     from rasterio.windows import Window
@@ -116,10 +122,9 @@ def read_training_scene(row: TrainingRow, network: VisualIcedConfig, preprocessi
     from mis.pipelines.seaice.run import Pair, open_scene
     from mis.io.raster import aligned_reader, s2_reflectance, sar_to_db
 
-    model = VisualIced(network)
-    reader_view = SeaIcePipeline(model, {"task": TASK, "preprocessing": preprocessing})
-    scene = open_scene(reader_view, Pair(row.sar, row.msi), scene_options)
-    multiple, r = model.size_multiple, network.ratio
+    view = view or reader_view(network, preprocessing)
+    scene = open_scene(view, Pair(row.sar, row.msi), scene_options)
+    multiple, r = view.model.size_multiple, network.ratio
     try:
         h, w = scene.grid.height // multiple * multiple, scene.grid.width // multiple * multiple
         if min(h, w) == 0:
@@ -131,7 +136,7 @@ def read_training_scene(row: TrainingRow, network: VisualIcedConfig, preprocessi
         msi, msi_valid = scene.msi_reader.read(msi_window)
         sar_db = sar_to_db(sar, scene.sar_units, scene.sources["sar"])
         msi = s2_reflectance(msi, scene.msi_offset) if scene.msi_offset is not None else msi
-        valid = reader_view.coarse_valid(sar_valid & np.isfinite(sar_db).all(0), msi_valid & np.isfinite(msi).all(0))
+        valid = view.coarse_valid(sar_valid & np.isfinite(sar_db).all(0), msi_valid & np.isfinite(msi).all(0))
         with aligned_reader(row.mask, scene.grid, [1], "nearest") as mask_reader:
             mask, mask_valid = mask_reader.read(coarse)
     finally:
@@ -161,7 +166,8 @@ def real_pools(options: SeaIceTrainOptions, log: Callable[[str], None]) -> tuple
     rows = read_training_csv(options.pairs)
     network, preprocessing = real_network(options, rows[0])
     train_rows, val_rows = split_rows(rows)
-    read = {id(r): read_training_scene(r, network, preprocessing, options.scene_options) for r in rows}
+    view = reader_view(network, preprocessing)
+    read = {id(r): read_training_scene(r, network, preprocessing, options.scene_options, view) for r in rows}
     for row in rows:
         ice = read[id(row)][2]
         if min(ice.shape) < options.crop:
