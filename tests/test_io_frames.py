@@ -369,3 +369,14 @@ def test_io_imports_no_torch():
     code = "import sys, mis.io.frames, mis.io.image; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_non_image_is_named_without_pillows_file_object(tmp_path):
+    from mis.errors import InputError
+    from mis.io.image import read_image
+
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(InputError) as info:
+        read_image(tmp_path / "notes.jpg")
+    assert "notes.jpg" in str(info.value) and "not a readable image" in str(info.value)
+    assert "object at 0x" not in str(info.value)

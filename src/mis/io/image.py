@@ -11,6 +11,7 @@ pads a cut-off image with grey or black and says nothing.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +131,9 @@ def _open(path: Path, data: bytes) -> Image.Image:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """Pillow's message without its in-memory file object ("cannot identify image file <_io.BytesIO object at
+    0x7f...>": the file is named by the caller's line already)."""
+    text = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", " ".join(str(exc).split()))
     return text[:160] if text else type(exc).__name__
 
 
