@@ -306,7 +306,8 @@ def test_custom_aspp_and_can_shapes():
 
 
 @pytest.mark.parametrize("bad", [{"variant": "sfanet"}, {"width": 0}, {"in_channels": 0}, {"dropout": 1.0},
-                                 {"can_scales": ()}, {"aspp_rates": (0, 6)}, {"aspp_rates": "6"}])
+                                 {"can_scales": ()}, {"aspp_rates": (0, 6)}, {"aspp_rates": "6"},
+                                 {"density_activation": "abs"}])
 def test_config_rejects(bad):
     with pytest.raises(ValueError):
         SFANetConfig(**bad)
@@ -361,3 +362,19 @@ def test_vgg16_bn_encoder_state(paper_models, variant):
 def test_paper_config_is_the_default():
     assert SFANetConfig() == SFANetConfig.paper("m-sfanet")
     assert math.isclose(SFANetConfig.paper("m-segnet").width, 1.0)
+
+
+@pytest.mark.parametrize("variant", ["m-sfanet", "m-segnet"])
+def test_relu_density_head_is_the_linear_head_clamped(variant):
+    """Same weights, same input: the relu option changes the density only where the linear head goes negative, the
+    attention not at all, and adds no parameter (so upstream's keys still map onto the default)."""
+    torch.manual_seed(0)
+    linear = SFANet(SFANetConfig.demo(variant)).eval()
+    clamped = SFANet(SFANetConfig.demo(variant, density_activation="relu")).eval()
+    clamped.load_state_dict(linear.state_dict(), strict=True)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        (d_linear, a_linear), (d_clamped, a_clamped) = linear(x), clamped(x)
+    assert (d_linear < 0).any() and (d_linear > 0).any()  # the check below can fail both ways
+    assert torch.equal(d_clamped, d_linear.clamp_min(0)) and torch.equal(a_clamped, a_linear)
+    assert SFANetConfig().density_activation == "none"

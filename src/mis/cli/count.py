@@ -77,6 +77,9 @@ def train_count(
     count_weight: float = typer.Option(0.0, "--count-weight", min=0.0, help="Weight of an L1 loss on each crop's "
                                        "total (beyond upstream's MSE + 0.1 BCE; removes a background offset)"),
     synthetic: int = typer.Option(400, min=0, help="Synthetic scenes rendered for training (0: your images only)"),
+    density_activation: str = typer.Option("none", "--density-activation", help="none (upstream's linear density "
+                                           "head) or relu (background exactly zero; for training from scratch)"),
+    val_scenes: int = typer.Option(16, "--val-scenes", min=0, help="Fresh synthetic scenes to validate on"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
@@ -97,15 +100,17 @@ def train_count(
         raise UsageError(f"unknown --preset {preset!r}; valid: {', '.join(presets)}")
     if variant not in ("m-sfanet", "m-segnet"):
         raise UsageError(f"--variant {variant!r}: m-sfanet or m-segnet")
+    if density_activation not in ("none", "relu"):
+        raise UsageError(f"--density-activation {density_activation!r}: none or relu")
     try:
         parse_sigma(sigma)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     single_process("mis train count")
     runtime = runtime_of(ctx)
-    options = CountTrainOptions(out=out, network=presets[preset](variant), steps=steps, batch_size=batch, crop=crop,
+    options = CountTrainOptions(out=out, network=presets[preset](variant, density_activation=density_activation), steps=steps, batch_size=batch, crop=crop,
                                 lr=lr, sigma=sigma, density_scale=density_scale, count_weight=count_weight,
-                                synthetic=synthetic,
+                                synthetic=synthetic, val_scenes=val_scenes,
                                 validate_every=validate_every, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())

@@ -78,6 +78,7 @@ __all__ = ["SFANetConfig", "SFANet", "MSFANet", "MSegNet", "build_sfanet", "vgg1
            "SFANET_KEY_MAP", "DENSITY_SCALE", "OUTPUT_STRIDE", "SIZE_MULTIPLE", "VARIANTS", "count_parameters"]
 
 VARIANTS = ("m-sfanet", "m-segnet")
+DENSITY_ACTIVATIONS = ("none", "relu")
 OUTPUT_STRIDE = 2      # density and attention are H/2 x W/2; a count-preserving target resize multiplies by 2^2
 SIZE_MULTIPLE = 16     # four 2x2 pools: H and W must be multiples of 16
 DENSITY_SCALE = 1.0    # upstream's density sums to the count as it is (no x100 or / stride^2 anywhere)
@@ -111,6 +112,7 @@ class SFANetConfig(DictConfig):
     aspp_rates: tuple[int, ...] = (6, 12, 18)   # atrous rates of the 3x3 ASPP branches (m-sfanet only)
     can_scales: tuple[int, ...] = (1, 2, 3, 6)  # CAN pooling grid sizes (m-sfanet only)
     dropout: float = 0.5                        # after the ASPP projection (m-sfanet only)
+    density_activation: str = "none"            # "none" = upstream (a linear 1x1 head); "relu": no negative density
 
     def __post_init__(self) -> None:
         # JSON gives lists and may give ints for floats: normalise, then validate.
@@ -123,6 +125,9 @@ class SFANetConfig(DictConfig):
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "dropout", float(self.dropout))
 
+        if self.density_activation not in DENSITY_ACTIVATIONS:
+            raise ValueError(f"SFANetConfig.density_activation must be one of {DENSITY_ACTIVATIONS}, "
+                             f"got {self.density_activation!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"SFANetConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.in_channels < 1:
@@ -157,9 +162,9 @@ class SFANetConfig(DictConfig):
         return self.channels(_ASPP_WIDTH)
 
     @classmethod
-    def paper(cls, variant: str = "m-sfanet") -> SFANetConfig:
+    def paper(cls, variant: str = "m-sfanet", **overrides) -> SFANetConfig:
         """Upstream's ShanghaiTech network (what its released `.pth` files load into)."""
-        return cls(variant=variant)
+        return cls(**{"variant": variant, **overrides})
 
     @classmethod
     def demo(cls, variant: str = "m-sfanet", **overrides) -> SFANetConfig:
@@ -355,6 +360,11 @@ class SFANet(nn.Module):
     def _heads(self, amp: Tensor, dmp: Tensor) -> tuple[Tensor, Tensor]:
         attention = self.conv_att(amp)              # [B, 1, H/2, W/2] in [0, 1]
         density = self.conv_out(attention * dmp)    # [B, 1, H/2, W/2], unbounded (count = sum)
+        if self.config.density_activation == "relu":
+            # The linear head's bias is a density everywhere: trained from scratch it settled at +13 people per
+            # empty 256 x 320 scene. Clamping at zero lets background be exactly zero (upstream's QNRF variants
+            # take abs() of the density for the same reason).
+            density = F.relu(density)
         return density, attention
 
     def _build_heads(self) -> None:

@@ -179,9 +179,11 @@ def cosine(options: CountTrainOptions) -> Callable[[int], float]:
     return factor
 
 
-def check_options(options: CountTrainOptions, has_images: bool) -> None:
+def check_options(options: CountTrainOptions, has_images: bool, has_val_images: bool = False) -> None:
     if options.synthetic == 0 and not has_images:
         raise UsageError("nothing to train on: give annotated images or --synthetic > 0")
+    if options.val_scenes == 0 and not has_val_images:
+        raise UsageError("nothing to validate on: give --val-images or --val-scenes > 0")
     if options.crop % SIZE_MULTIPLE:
         raise UsageError(f"--crop {options.crop} must be a multiple of {SIZE_MULTIPLE} (the network's pooling)")
     if options.synthetic and options.crop > min(options.synthetic_size):
@@ -191,7 +193,7 @@ def check_options(options: CountTrainOptions, has_images: bool) -> None:
 
 def train_count(images: list[Path], options: CountTrainOptions, val_images: list[Path] = (),
                 log: Callable[[str], None] = lambda _: None) -> dict:
-    check_options(options, bool(images))
+    check_options(options, bool(images), bool(val_images))
     start = time.perf_counter()
     pool = synthetic_pool(options, options.seed * 100_003, options.synthetic) + annotated_images(list(images), options)
     val = synthetic_pool(options, VAL_SEED, options.val_scenes) + annotated_images(list(val_images), options)
@@ -225,6 +227,7 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     seconds = time.perf_counter() - start
     metrics = {"val_mae": best.get("val_mae", result.get("val_mae")), "val_rmse": best.get("val_rmse"),
                "mean_count_baseline_mae": baseline["mae"], "val_mean_count": float(np.mean([s.count for s in val])),
+               "val_scenes": options.val_scenes, "val_images": len(val_images),
                "best_step": best.get("best_step"), "seconds": seconds}
     training = {"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop, "lr": options.lr,
                 "sigma": options.sigma, "count_weight": options.count_weight, "synthetic_scenes": options.synthetic,
