@@ -160,7 +160,7 @@ def test_evaluate_on_the_real_shanghaitech_sample_and_a_synthetic_scene(tmp_path
 
 def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     args = ["train", "count", "--variant", "m-segnet", "--crop", "64", "--batch", "2", "--synthetic", "4",
-            "--val-scenes", "3", "--density-activation", "relu", "--validate-every", "2", "-o", str(tmp_path / "run")]
+            "--val-scenes", "3", "--density-activation", "relu", "--ema-decay", "0.9", "--validate-every", "2", "-o", str(tmp_path / "run")]
     result = runner.invoke(app(), args + ["--steps", "2"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app(), args + ["--steps", "4", "--resume"])
@@ -170,6 +170,7 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     card = read_card(tmp_path / "run" / "model.safetensors")
     assert card["config"]["variant"] == "m-segnet" and card["preprocessing"]["density_scale"] == 100.0
     assert card["config"]["density_activation"] == "relu" and card["metrics"]["val_scenes"] == 3
+    assert card["training"]["ema_decay"] == 0.9
     assert card["training"]["steps"] == 4 and card["metrics"]["val_mae"] is not None
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)

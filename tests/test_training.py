@@ -251,3 +251,51 @@ def test_extending_a_run_stretches_a_polynomial_schedule(tmp_path):
     trainer(8).fit(StepSeededBatches(regression_batch, seed=7))
     rates = {r["step"]: r["lr"] for r in read_metrics(tmp_path)}
     assert rates[4] == 0.0 and rates[5] > 0 and rates[7] > rates[8] == 0.0, rates
+
+
+def test_moving_average_is_what_validation_sees_and_best_keeps_and_it_resumes_exactly(tmp_path):
+    """ema_decay: validation runs on the average (BatchNorm statistics averaged too), the live weights come back
+    unchanged after it, best.pt holds the average, and a resumed run continues the average exactly."""
+    from mis.runtime.training.trainer import ema_decay_at, update_ema
+
+    def bn_net():
+        return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1))
+
+    def run(out, steps, resume=False, model_seed=0):
+        torch.manual_seed(model_seed)
+        model = bn_net()
+        seen = []
+
+        def validate(trainer):
+            seen.append({k: v.clone() for k, v in trainer.module().state_dict().items()})
+            return {"val_loss": float(len(seen))}   # the first validation is the best
+
+        config = TrainConfig(out_dir=out, max_steps=steps, lr=1e-2, validate_every=3, checkpoint_every=3,
+                             best_metric="val_loss", ema_decay=0.9, progress=False, resume=resume, log_every=100)
+        trainer = Trainer(model, build_optimizer(model.parameters(), config), None, config, loss_fn=mse_loss,
+                          validate_fn=validate)
+        trainer.fit(StepSeededBatches(regression_batch, seed=3))
+        return trainer, seen
+
+    trainer, seen = run(tmp_path / "straight", 6)
+    averaged, live = trainer.ema["model"].state_dict(), trainer.module().state_dict()
+    assert not torch.equal(averaged["0.weight"], live["0.weight"])
+    assert not torch.equal(averaged["1.running_mean"], live["1.running_mean"])
+    for key, value in seen[-1].items():                   # the final validation saw the average ...
+        assert torch.equal(value, averaged[key]), key
+    best = torch.load(tmp_path / "straight" / BEST, weights_only=True)
+    assert best["step"] == 3 and torch.equal(best["models"]["model"]["0.weight"], seen[0]["0.weight"])
+    assert not torch.equal(seen[0]["0.weight"], averaged["0.weight"])   # ... and best.pt the step-3 average
+
+    first, _ = run(tmp_path / "resumed", 3)
+    second, _ = run(tmp_path / "resumed", 6, resume=True, model_seed=99)
+    for key, value in averaged.items():
+        torch.testing.assert_close(second.ema["model"].state_dict()[key], value, rtol=0, atol=1e-6)
+
+    ema, model = nn.Linear(2, 1), nn.Linear(2, 1)
+    expected = 0.75 * ema.weight.detach() + 0.25 * model.weight.detach()
+    update_ema(ema, model, 0.75)
+    torch.testing.assert_close(ema.weight.detach(), expected)
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1) and ema_decay_at(0.999, 10 ** 6) == 0.999
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(out_dir=tmp_path, max_steps=1, ema_decay=1.0)

@@ -80,6 +80,8 @@ def train_count(
     density_activation: str = typer.Option("none", "--density-activation", help="none (upstream's linear density "
                                            "head) or relu (background exactly zero; for training from scratch)"),
     val_scenes: int = typer.Option(16, "--val-scenes", min=0, help="Fresh synthetic scenes to validate on"),
+    ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate and ship a moving "
+                                    "average of the weights with this decay per step (0: off; e.g. 0.999)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
@@ -110,7 +112,7 @@ def train_count(
     runtime = runtime_of(ctx)
     options = CountTrainOptions(out=out, network=presets[preset](variant, density_activation=density_activation), steps=steps, batch_size=batch, crop=crop,
                                 lr=lr, sigma=sigma, density_scale=density_scale, count_weight=count_weight,
-                                synthetic=synthetic, val_scenes=val_scenes,
+                                synthetic=synthetic, val_scenes=val_scenes, ema_decay=ema_decay,
                                 validate_every=validate_every, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())

@@ -31,6 +31,9 @@ class TrainConfig:
     validate_every: int = 0  # 0: validate only at the end (when a validate_fn is given)
     best_metric: str | None = None  # a key of validate_fn's dict; keeps best.pt
     best_mode: Literal["min", "max"] = "min"
+    # > 0: keep an exponential moving average of the weights and buffers (BatchNorm statistics too); validation,
+    # best.pt and restore_best() use the average. 0: off.
+    ema_decay: float = 0.0
     seed: int = 0
     resume: bool = False  # continue from out_dir/last.pt when it exists
     progress: bool | None = True
@@ -41,7 +44,8 @@ class TrainConfig:
 
     def run_settings(self) -> dict[str, Any]:
         """What last.pt records and --resume compares, as plain JSON values."""
-        return plain({"lr": self.lr, "weight_decay": self.weight_decay, "seed": self.seed, **self.settings})
+        return plain({"lr": self.lr, "weight_decay": self.weight_decay, "seed": self.seed,
+                      "ema_decay": self.ema_decay, **self.settings})
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -49,6 +53,8 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {self.precision!r}")
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be min or max, not {self.best_mode!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), not {self.ema_decay!r}")
 
 
 def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

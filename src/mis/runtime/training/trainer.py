@@ -3,6 +3,7 @@
 It owns what every task needs and none should re-implement: the compute policy (the one device/AMP rule
 of `runtime.device.resolve_training_policy`) with grad scaling, gradient clipping, LR schedulers, DDP,
 atomic checkpoints that resume exactly (weights, optimizers, schedulers, scaler, RNG and data position),
+an optional exponential moving average of the weights (`ema_decay`: what validation sees and best.pt keeps),
 metrics as JSON lines, one training display (a bar with the loss on a terminal, a log line per logged step
 elsewhere), and the best weights handed back (`restore_best`).
 
@@ -13,6 +14,7 @@ a whole `step_fn(trainer, batch) -> metrics` (e.g. GANs with two optimizers), wh
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 import time
@@ -47,6 +49,33 @@ def _as_dict(value: Any, default_name: str) -> dict[str, Any]:
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _detached_copy(module: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(module).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for every floating parameter and buffer (BatchNorm running
+    statistics included); integer buffers (num_batches_tracked) are copied."""
+    live = dict(model.named_parameters())
+    live.update(model.named_buffers())
+    for name, tensor in [*ema.named_parameters(), *ema.named_buffers()]:
+        source = live[name]
+        if tensor.is_floating_point():
+            tensor.lerp_(source.detach().to(tensor.dtype), 1.0 - decay)
+        else:
+            tensor.copy_(source)
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """The decay after `step` optimiser steps: lower at first (timm's warm-up, (1 + t) / (10 + t)) so that the
+    average does not carry the random initialisation for thousands of steps."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 def _due(step: int, every: int) -> bool:
@@ -106,6 +135,9 @@ class Trainer:
         self.best_step: int | None = None
         self.last_grad_norm: float | None = None
         self.metrics = MetricsLog(config.out_dir / METRICS, writable=self.rank == 0)
+        # The moving average lives beside the models (same device), never wrapped in DDP: each rank updates it from
+        # the same synchronised weights.
+        self.ema = ({n: _detached_copy(m) for n, m in self.modules.items()} if config.ema_decay else {})
 
     # ---- what custom steps use -------------------------------------------------------------
 
@@ -206,6 +238,10 @@ class Trainer:
         self.scaler.update()
         for scheduler in self.schedulers.values():
             scheduler.step()
+        if self.ema:
+            decay = ema_decay_at(self.config.ema_decay, self.step)
+            for name, ema in self.ema.items():
+                update_ema(ema, self.modules[name], decay)
         self.step += 1
         return metrics or {}
 
@@ -222,8 +258,9 @@ class Trainer:
         cfg, final = self.config, self.step >= self.config.max_steps
         validation = {}
         if self.validate_fn is not None and (final or _due(self.step, cfg.validate_every)):
-            validation = self._validate()
-            self._maybe_save_best(validation, batches)
+            with self.averaged_weights():
+                validation = self._validate()
+                self._maybe_save_best(validation, batches)
         record = None
         if final or validation or _due(self.step, cfg.log_every):
             record = self._log(window.pop(), validation, start)
@@ -279,6 +316,22 @@ class Trainer:
         """The metrics logged at `step` (merged); {} if none."""
         return self.metrics.at(step)
 
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Inside: the models hold the moving average (nothing changes without `ema_decay`); after: their own
+        weights again, exactly."""
+        if not self.ema:
+            yield
+            return
+        own = {name: copy.deepcopy(module.state_dict()) for name, module in self.modules.items()}
+        try:
+            for name, module in self.modules.items():
+                module.load_state_dict(self.ema[name].state_dict())
+            yield
+        finally:
+            for name, module in self.modules.items():
+                module.load_state_dict(own[name])
+
     # ---- the best weights ------------------------------------------------------------------
 
     def restore_best(self) -> dict[str, Any] | None:
@@ -307,6 +360,7 @@ class Trainer:
         return {"format": FORMAT, "step": self.step, "best": self.best, "best_step": self.best_step,
                 "max_steps": self.config.max_steps,
                 "models": {n: m.state_dict() for n, m in self.modules.items()},
+                "ema": {n: m.state_dict() for n, m in self.ema.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                 "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
                 "scaler": self.scaler.state_dict(), "ranks": ranks, "settings": self.config.run_settings()}
@@ -327,6 +381,9 @@ class Trainer:
             except RuntimeError:  # missing/unexpected keys or other shapes: another network configuration
                 raise UsageError(f"{path}: its {name} has another architecture than this run's (other network "
                                  "options); resume with the run's options or choose another -o") from None
+        for name, ema in self.ema.items():
+            # a run that had no average starts it from the loaded weights
+            ema.load_state_dict(state.get("ema", {}).get(name) or self.modules[name].state_dict())
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         extended = state.get("max_steps") is not None and int(state["max_steps"]) != self.config.max_steps
