@@ -207,6 +207,32 @@ def test_a_multiframe_dicom_becomes_a_new_series_with_the_frame_time_updated(tmp
     np.testing.assert_array_equal(pixels[::2], original)
 
 
+@pytest.mark.skipif(not (DATA / "phantom_xa_IM8.dcm").exists(), reason="real DICOM fixture not present")
+def test_uneven_times_are_written_as_a_frame_time_vector(tmp_path):
+    """--times 0.25 puts a frame a quarter into each gap: the DICOM says so frame by frame (FrameTimeVector, pointed
+    to by FrameIncrementPointer), not with one FrameTime that would play it at a regular rate."""
+    import pydicom
+
+    checkpoint = make_checkpoint(tmp_path)
+    result = runner.invoke(app(), ["--json", "interpolate", str(DATA / "phantom_xa_IM8.dcm"), "--times", "0.25",
+                                   "--model", str(checkpoint), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = pydicom.dcmread(tmp_path / "out" / "phantom_xa_IM8_interp.dcm", stop_before_pixels=True)
+    assert int(written.NumberOfFrames) == 15 and "FrameTime" not in written
+    assert written.FrameIncrementPointer == pydicom.tag.Tag(0x0018, 0x1065)
+    vector = [float(v) for v in written.FrameTimeVector]
+    period = 66.6667
+    np.testing.assert_allclose(vector, [0.0] + [period / 4, period * 3 / 4] * 7, rtol=1e-5)
+    assert sum(vector) == pytest.approx(7 * period, rel=1e-5)            # the run lasts as long as the acquired one
+    item = json.loads(result.stdout)["items"][0]
+    assert item["frame_times_uneven"] is True and item["frame_time_ms"] == pytest.approx(7 * period / 14, abs=1e-3)
+    even = runner.invoke(app(), ["interpolate", str(DATA / "phantom_xa_IM8.dcm"), "--times", "0.5",
+                                 "--model", str(checkpoint), "-o", str(tmp_path / "even")])
+    assert even.exit_code == 0, even.output
+    written = pydicom.dcmread(tmp_path / "even" / "phantom_xa_IM8_interp.dcm", stop_before_pixels=True)
+    assert float(written.FrameTime) == pytest.approx(period / 2, abs=1e-3) and "FrameTimeVector" not in written
+
+
 def test_a_nifti_sequence_round_trips_with_its_time_step(tmp_path):
     import nibabel as nib
 

@@ -407,12 +407,15 @@ def _nifti_frame_time(header) -> tuple[float | None, str | None]:
 
 
 def write_sequence(frames: np.ndarray, meta: SequenceMeta, target: str | Path, *, frame_time_ms: float | None,
-                   inserted: Sequence[bool] | None = None) -> Path:
+                   inserted: Sequence[bool] | None = None, intervals_ms: Sequence[float] | None = None) -> Path:
     """Write `frames` in the input's format (see the module doc) and return the path written.
 
     frames: [T, H, W] (or [T, H, W, 3]) in the input's dtype and frame size. frame_time_ms: the new time between
     frames (None only when the input had none; a folder stores no frame time). inserted: per frame, True for frames that are not in the input
     (interpolated); it lets DICOM frame references (trim, mask frames ...) follow the input frames.
+    intervals_ms: the T - 1 times between consecutive frames when they are not all equal (uneven --times): DICOM
+    gets a FrameTimeVector pointed to by FrameIncrementPointer instead of one FrameTime; NIfTI, which holds one
+    frame time, gets `frame_time_ms` (give their mean).
     Nothing is written unless all of it is: a folder is built next to the target and renamed.
     """
     target = Path(target)
@@ -422,13 +425,26 @@ def write_sequence(frames: np.ndarray, meta: SequenceMeta, target: str | Path, *
         raise UsageError(f"{target}: the output would replace the input; choose another output path")
     if frame_time_ms is not None and not (np.isfinite(frame_time_ms) and frame_time_ms > 0):
         raise ValueError(f"frame_time_ms must be positive, got {frame_time_ms}")
+    intervals = _check_intervals(intervals_ms, frame_time_ms, len(frames))
     if meta.format == "folder":
         return _write_folder(frames, meta, target, flags)
     if meta.format == "dicom":
-        return _write_dicom(frames, meta, target, frame_time_ms, flags)
+        return _write_dicom(frames, meta, target, frame_time_ms, flags, intervals)
     if meta.format == "nifti":
         return _write_nifti(frames, meta, target, frame_time_ms)
     raise ValueError(f"unknown sequence format {meta.format!r}")
+
+
+def _check_intervals(intervals_ms: Sequence[float] | None, frame_time_ms: float | None,
+                     count: int) -> list[float] | None:
+    if intervals_ms is None:
+        return None
+    intervals = [float(v) for v in intervals_ms]
+    if frame_time_ms is None:
+        raise ValueError("intervals_ms needs frame_time_ms (their mean, for the formats that hold one frame time)")
+    if len(intervals) != count - 1 or not all(np.isfinite(v) and v > 0 for v in intervals):
+        raise ValueError(f"intervals_ms must be {count - 1} positive times, got {intervals_ms}")
+    return intervals
 
 
 def _check_frames(frames: np.ndarray, meta: SequenceMeta, inserted: Sequence[bool] | None) -> list[bool] | None:
@@ -509,7 +525,7 @@ def _check_replaceable(target: Path, naming: FrameNaming) -> None:
 
 
 def _write_dicom(frames: np.ndarray, meta: SequenceMeta, target: Path, frame_time_ms: float | None,
-                 inserted: list[bool] | None) -> Path:
+                 inserted: list[bool] | None, intervals: list[float] | None = None) -> Path:
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
@@ -525,7 +541,7 @@ def _write_dicom(frames: np.ndarray, meta: SequenceMeta, target: Path, frame_tim
             delattr(ds, keyword)
     _set_identity(ds, source, generate_uid)
     _set_derivation(ds, source, inserted, len(frames))
-    _set_timing(ds, meta, frame_time_ms, len(frames))
+    _set_timing(ds, meta, frame_time_ms, len(frames), intervals)
     _renumber_frames(ds, inserted, meta.frame_count, len(frames))
 
     pixels = _invert(frames, meta.image) if meta.inverted else frames   # back to the stored MONOCHROME1
@@ -603,9 +619,15 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(runs)
 
 
-def _set_timing(ds, meta: SequenceMeta, frame_time_ms: float | None, count: int) -> None:
+FRAME_TIME_TAG, FRAME_TIME_VECTOR_TAG = 0x00181063, 0x00181065
+
+
+def _set_timing(ds, meta: SequenceMeta, frame_time_ms: float | None, count: int,
+                intervals: list[float] | None = None) -> None:
     """FrameTime and the attributes that repeat it (FrameTimeVector, CineRate, RecommendedDisplayFrameRate)
-    made to agree with the new frame time; FrameIncrementPointer is kept as it is."""
+    made to agree with the new frame time; FrameIncrementPointer is kept as it is. With uneven `intervals` the
+    timing is a FrameTimeVector (0, then each interval) and FrameIncrementPointer points to it (FrameTime, which
+    would claim one regular rate, is removed); the rates say the mean."""
     from pydicom.valuerep import DSfloat
 
     if frame_time_ms is None:
@@ -613,10 +635,22 @@ def _set_timing(ds, meta: SequenceMeta, frame_time_ms: float | None, count: int)
             raise ValueError("the input DICOM has a frame time; pass the new frame_time_ms")
         return
     pointers = [int(p) for p in _values(ds.get("FrameIncrementPointer"))]
+    if intervals is not None and not np.allclose(intervals, intervals[0], rtol=1e-6, atol=0):
+        ds.FrameTimeVector = [DSfloat(0.0)] + [DSfloat(v, auto_format=True) for v in intervals]
+        if "FrameTime" in ds:
+            del ds.FrameTime
+        ds.FrameIncrementPointer = [FRAME_TIME_VECTOR_TAG if p == FRAME_TIME_TAG else p for p in pointers] \
+            if FRAME_TIME_TAG in pointers or FRAME_TIME_VECTOR_TAG in pointers else FRAME_TIME_VECTOR_TAG
+        _set_rates(ds, frame_time_ms)
+        return
     if "FrameTime" in ds or 0x00181063 in pointers or "FrameTimeVector" not in ds:
         ds.FrameTime = DSfloat(frame_time_ms, auto_format=True)
     if "FrameTimeVector" in ds:
         ds.FrameTimeVector = [DSfloat(0.0)] + [DSfloat(frame_time_ms, auto_format=True)] * (count - 1)
+    _set_rates(ds, frame_time_ms)
+
+
+def _set_rates(ds, frame_time_ms: float) -> None:
     rate = max(1, round(1000.0 / frame_time_ms))   # both are IS: whole frames per second
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
         if keyword in ds:

@@ -152,7 +152,18 @@ def output_frame_time(meta_time: float | None, plan: list[tuple[int, float]], co
         return 1000.0 / options.fps
     if meta_time is None:
         return None
-    return meta_time * (count - 1) / (len(plan) - 1)   # the same duration over more frames (even for --times)
+    return meta_time * (count - 1) / (len(plan) - 1)   # the same duration over more frames (the mean for --times)
+
+
+def output_intervals(meta_time: float | None, plan: list[tuple[int, float]], options: SequenceOptions
+                     ) -> list[float] | None:
+    """The time between each pair of output frames on the input's time line, when --times spaces them unevenly
+    (None otherwise: one frame time says it all)."""
+    if options.fps or meta_time is None or options.times is None:
+        return None
+    positions = np.array([i + t for i, t in plan], dtype=np.float64)
+    intervals = np.diff(positions) * meta_time
+    return None if np.allclose(intervals, intervals[0], rtol=1e-6, atol=0) else intervals.tolist()
 
 
 def preview_path(target: Path) -> Path:
@@ -177,11 +188,15 @@ def sequence_job(pipeline: InterpolationPipeline, options: SequenceOptions) -> B
         # which output frames are new, when every acquired frame is kept once (not when --fps drops some)
         inserted = [t > 0 for _, t in plan] if keeps_every_input(plan, count) else None
         frame_time = output_frame_time(meta.frame_time_ms, plan, count, options)
-        target = write_sequence(frames, meta, item.target, frame_time_ms=frame_time, inserted=inserted)
+        intervals = output_intervals(meta.frame_time_ms, plan, options)
+        target = write_sequence(frames, meta, item.target, frame_time_ms=frame_time, inserted=inserted,
+                                intervals_ms=intervals)
         info = {"frames_in": count, "frames_out": len(frames), "inserted": sum(t > 0 for _, t in plan),
                 "format": meta.format}
         if frame_time:
-            info["frame_time_ms"] = round(frame_time, 3)
+            info["frame_time_ms"] = round(frame_time, 3)    # the mean where --times spaces frames unevenly
+        if intervals:
+            info["frame_times_uneven"] = True
         if options.preview:
             try:
                 unit = np.stack([to_unit(frame, meta.image) for frame in frames])
