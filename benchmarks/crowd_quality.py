@@ -52,7 +52,7 @@ def main() -> None:
     base = count_metrics([mean_count] * len(scenes), truth)
     print(f"| mean count (no training) | {base['mae']:.1f} | {base['rmse']:.1f} | "
           f"{100 * base['mae'] / np.mean(truth):.1f} % | | | |")
-    real = {}
+    real, per_scene = {}, {}
     for name, path in models.items():
         pipeline = CountPipeline.from_checkpoint(path)
         sigma = pipeline.card["preprocessing"].get("sigma", "fixed:5")
@@ -60,6 +60,7 @@ def main() -> None:
         outputs = [pipeline(s.image) for s in scenes]
         seconds = (time.perf_counter() - start) / len(scenes)
         metrics = count_metrics([o.count for o in outputs], truth)
+        per_scene[name] = np.array([o.count for o in outputs])
         games = {level: np.mean([game(o.density, density_from_points(s.points, s.image.shape[:2], sigma), level)
                                  for o, s in zip(outputs, scenes)]) for level in (1, 2)}
         print(f"| {name} | {metrics['mae']:.1f} | {metrics['rmse']:.1f} | "
@@ -68,11 +69,32 @@ def main() -> None:
         if REAL_IMAGE.exists():
             image, _ = read_image(REAL_IMAGE)
             real[name] = pipeline(image).count
+    print_by_range(per_scene, np.array(truth), mean_count)
     if real:
         true_count = len(read_points(REAL_POINTS)[0])
         print(f"\nreal ShanghaiTech Part A IMG_4 ({true_count} heads, never seen): " +
               ", ".join(f"{name} {count:.1f}" for name, count in real.items()) +
               f"; the mean-count baseline says {mean_count:.1f}")
+
+
+RANGES = ((0, 30), (30, 500), (500, 10 ** 9))   # sparse / medium / dense scenes
+
+
+def print_by_range(per_scene: dict[str, np.ndarray], truth: np.ndarray, mean_count: float) -> None:
+    """Where each model's error comes from: mean signed error (bias) and MAE per count range, and the range's share
+    of the model's total absolute error."""
+    print("\n| model | heads | scenes | mean count | bias | MAE | share of the absolute error |")
+    print("|---|---|---|---|---|---|---|")
+    rows = {"mean count (no training)": np.full(len(truth), mean_count), **per_scene}
+    for name, counts in rows.items():
+        error = counts - truth
+        for low, high in RANGES:
+            inside = (truth >= low) & (truth < high)
+            if not inside.any():
+                continue
+            label = f"{low}-{high - 1}" if high < 10 ** 9 else f">= {low}"
+            print(f"| {name} | {label} | {int(inside.sum())} | {truth[inside].mean():.0f} | {error[inside].mean():+.1f} | "
+                  f"{np.abs(error[inside]).mean():.1f} | {np.abs(error[inside]).sum() / np.abs(error).sum():.0%} |")
 
 
 if __name__ == "__main__":
