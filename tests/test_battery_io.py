@@ -195,6 +195,19 @@ def test_maccor_header_after_three_preamble_lines_and_a_numbered_file_without_on
         read_cells(path)
 
 
+def test_a_folder_lists_maccor_text_exports_but_not_other_text_files(tmp_path):
+    from mis.io.files import resolve_inputs
+
+    write_maccor_text(synthetic_cell(3, n_cycles=12), tmp_path / "cell_a.txt")
+    (tmp_path / "numbered").mkdir()
+    write_maccor_text(synthetic_cell(3, n_cycles=12), tmp_path / "numbered" / "cell_a.041")
+    (tmp_path / "notes.txt").write_text("cells from the March batch\n")
+    (tmp_path / "empty.txt").write_text("")
+    listed = resolve_inputs([tmp_path], kinds=("battery",))
+    assert [p.name for p in listed] == ["cell_a.txt"]
+    np.testing.assert_array_equal(read_cells(listed[0])[0].qd, read_cells(tmp_path / "numbered" / "cell_a.041")[0].qd)
+
+
 def test_upstream_revisit_severson_layout_finds_the_cycle_life(tmp_path):
     cell = synthetic_cell(2, n_cycles=12)
     for folder in ("data/train", "data/cycle_lives", "other"):

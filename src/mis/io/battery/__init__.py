@@ -40,12 +40,22 @@ _COMPANION = re.compile(r".*(_metadata\.csv|_cycle_lives\.csv|si_table9\.csv|pro
 
 
 def is_battery_name(path: Path) -> bool:
-    """Cell files a folder expands to: .npz, .csv, .json and Maccor's numbered exports (.000-.999)."""
+    """Cell files a folder expands to: .npz, .csv, .json, Maccor's numbered exports (.000-.999) and Maccor exports
+    saved as .txt (those only when a Maccor header is in their first lines: a folder's notes.txt is not a cell)."""
     name = Path(path).name
     if name.startswith(".") or _COMPANION.fullmatch(name):
         return False
     suffix = Path(name).suffix.lower()
+    if suffix == ".txt":
+        return _has_maccor_header(Path(path))
     return suffix in (".npz", ".csv", ".json") or is_maccor_suffix(suffix)
+
+
+def _has_maccor_header(path: Path) -> bool:
+    try:
+        return looks_like_maccor(".txt", head_lines(path, MACCOR_HEADER_LINES))
+    except InputError:   # unreadable: not listed (given by name, the reader says why)
+        return False
 
 
 def read_cells(path: str | Path) -> list[Cell]:
