@@ -93,8 +93,9 @@ def print_by_range(per_scene: dict[str, np.ndarray], truth: np.ndarray, mean_cou
             if not inside.any():
                 continue
             label = f"{low}-{high - 1}" if high < 10 ** 9 else f">= {low}"
-            print(f"| {name} | {label} | {int(inside.sum())} | {truth[inside].mean():.0f} | {error[inside].mean():+.1f} | "
-                  f"{np.abs(error[inside]).mean():.1f} | {np.abs(error[inside]).sum() / np.abs(error).sum():.0%} |")
+            print(f"| {name} | {label} | {int(inside.sum())} | {truth[inside].mean():.0f} | "
+                  f"{error[inside].mean():+.1f} | {np.abs(error[inside]).mean():.1f} | "
+                  f"{np.abs(error[inside]).sum() / np.abs(error).sum():.0%} |")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def train_count(
     from mis.errors import UsageError
     from mis.io.files import resolve_inputs
     from mis.io.image import IMAGE
-    from mis.models.sfanet import SFANetConfig
+    from mis.models.sfanet import DENSITY_ACTIVATIONS, SFANetConfig
     from mis.pipelines.count.density import parse_sigma
     from mis.pipelines.count.train import CountTrainOptions
     from mis.pipelines.count.train import train_count as run_training
@@ -102,17 +102,18 @@ def train_count(
         raise UsageError(f"unknown --preset {preset!r}; valid: {', '.join(presets)}")
     if variant not in ("m-sfanet", "m-segnet"):
         raise UsageError(f"--variant {variant!r}: m-sfanet or m-segnet")
-    if density_activation not in ("none", "relu"):
-        raise UsageError(f"--density-activation {density_activation!r}: none or relu")
+    if density_activation not in DENSITY_ACTIVATIONS:
+        raise UsageError(f"--density-activation {density_activation!r}: {' or '.join(DENSITY_ACTIVATIONS)}")
     try:
         parse_sigma(sigma)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     single_process("mis train count")
     runtime = runtime_of(ctx)
-    options = CountTrainOptions(out=out, network=presets[preset](variant, density_activation=density_activation), steps=steps, batch_size=batch, crop=crop,
-                                lr=lr, sigma=sigma, density_scale=density_scale, count_weight=count_weight,
-                                synthetic=synthetic, val_scenes=val_scenes, ema_decay=ema_decay,
+    network = presets[preset](variant, density_activation=density_activation)
+    options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
+                                density_scale=density_scale, count_weight=count_weight, synthetic=synthetic,
+                                val_scenes=val_scenes, ema_decay=ema_decay,
                                 validate_every=validate_every, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())

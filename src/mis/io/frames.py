@@ -625,9 +625,9 @@ FRAME_TIME_TAG, FRAME_TIME_VECTOR_TAG = 0x00181063, 0x00181065
 def _set_timing(ds, meta: SequenceMeta, frame_time_ms: float | None, count: int,
                 intervals: list[float] | None = None) -> None:
     """FrameTime and the attributes that repeat it (FrameTimeVector, CineRate, RecommendedDisplayFrameRate)
-    made to agree with the new frame time; FrameIncrementPointer is kept as it is. With uneven `intervals` the
-    timing is a FrameTimeVector (0, then each interval) and FrameIncrementPointer points to it (FrameTime, which
-    would claim one regular rate, is removed); the rates say the mean."""
+    made to agree with the new frame time; FrameIncrementPointer is kept as it is. With `intervals` (given when
+    they are uneven) the timing is a FrameTimeVector (0, then each interval) and FrameIncrementPointer points to
+    it (FrameTime, which would claim one regular rate, is removed); the rates say the mean."""
     from pydicom.valuerep import DSfloat
 
     if frame_time_ms is None:
@@ -635,15 +635,15 @@ def _set_timing(ds, meta: SequenceMeta, frame_time_ms: float | None, count: int,
             raise ValueError("the input DICOM has a frame time; pass the new frame_time_ms")
         return
     pointers = [int(p) for p in _values(ds.get("FrameIncrementPointer"))]
-    if intervals is not None and not np.allclose(intervals, intervals[0], rtol=1e-6, atol=0):
+    if intervals is not None:
         ds.FrameTimeVector = [DSfloat(0.0)] + [DSfloat(v, auto_format=True) for v in intervals]
         if "FrameTime" in ds:
             del ds.FrameTime
-        ds.FrameIncrementPointer = [FRAME_TIME_VECTOR_TAG if p == FRAME_TIME_TAG else p for p in pointers] \
-            if FRAME_TIME_TAG in pointers or FRAME_TIME_VECTOR_TAG in pointers else FRAME_TIME_VECTOR_TAG
+        pointers = [FRAME_TIME_VECTOR_TAG if p == FRAME_TIME_TAG else p for p in pointers]
+        ds.FrameIncrementPointer = pointers if FRAME_TIME_VECTOR_TAG in pointers else FRAME_TIME_VECTOR_TAG
         _set_rates(ds, frame_time_ms)
         return
-    if "FrameTime" in ds or 0x00181063 in pointers or "FrameTimeVector" not in ds:
+    if "FrameTime" in ds or FRAME_TIME_TAG in pointers or "FrameTimeVector" not in ds:
         ds.FrameTime = DSfloat(frame_time_ms, auto_format=True)
     if "FrameTimeVector" in ds:
         ds.FrameTimeVector = [DSfloat(0.0)] + [DSfloat(frame_time_ms, auto_format=True)] * (count - 1)

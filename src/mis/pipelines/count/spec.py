@@ -19,7 +19,8 @@ SPEC = TaskSpec(
                      "M-SFANet demo config (a quarter of upstream's widths, 1.44 M parameters, ReLU density head) "
                      "trained from scratch on 2000 synthetic crowd scenes, 8000 steps, moving-average weights",
                      quality="MAE 63.3 (34 % of the mean count 184) on 60 fresh synthetic scenes (predicting the mean: "
-                             "275); trained on synthetic scenes only: the real ShanghaiTech sample with 170 heads counts 2295",
+                             "275); trained on synthetic scenes only: the real ShanghaiTech sample with 170 heads "
+                             "counts 2295",
                      instead="for real use import the released M-SFANet weights (`mis models import --task count`) "
                              "or train on annotated images (`mis train count`)"),
         ShippedModel("count_msegnet_demo", "count_msegnet_demo.safetensors",
