@@ -464,3 +464,25 @@ def test_f0_frame_error_counts_gross_pitch_and_voicing_errors():
     half_silent = voice.copy()
     half_silent[rate // 2:] = 0
     assert 35 < f0_frame_error(half_silent, voice, rate) < 65    # the voicing lost in half the frames
+
+
+def test_f0_rmse_measures_a_known_detune_and_ignores_one_octave_slip_of_the_tracker():
+    from mis.pipelines.vocoder.evaluate import f0_rmse_cents, f0_rmse_yin_cents, pyin_f0
+
+    rate = 22050
+    t = np.arange(rate) / rate
+
+    def voice(f0: np.ndarray) -> np.ndarray:
+        return sum(np.sin(k * 2 * np.pi * np.cumsum(f0) / rate) / k for k in (1, 2, 3)).astype(np.float32)
+
+    gliding = 150 + 30 * np.sin(2 * np.pi * t)
+    assert f0_rmse_cents(voice(gliding), voice(gliding), rate) == 0.0
+    assert 90 < f0_rmse_cents(voice(gliding * 2 ** (100 / 1200)), voice(gliding), rate) < 110   # a semitone sharp
+    # one 20 ms burst where the second harmonic dominates: raw YIN may call it the octave, pYIN's track does not
+    reference = voice(np.full(rate, 200.0))
+    burst = slice(rate // 2, rate // 2 + 441)
+    reference[burst] = (0.1 * np.sin(2 * np.pi * 200 * t[burst]) + np.sin(2 * np.pi * 400 * t[burst])).astype(np.float32)
+    tracked = pyin_f0(reference, rate)
+    assert np.all(np.abs(1200 * np.log2(tracked[tracked > 0] / 200)) < 50)
+    assert f0_rmse_cents(voice(np.full(rate, 200.0)), reference, rate) < 20
+    assert f0_rmse_yin_cents(voice(np.full(rate, 200.0)), reference, rate) is not None
