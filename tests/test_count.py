@@ -176,10 +176,23 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     assert rows[-1]["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
     bad = runner.invoke(app(), ["train", "count", "--crop", "60", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "multiple of 16" in bad.output
-    for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on")):
+    for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on"),
+                           (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet")):
         bad = runner.invoke(app(), ["train", "count", *flags, "-o", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_dropout_option_reaches_the_network_and_its_card(tmp_path):
+    args = ["train", "count", "--crop", "64", "--batch", "2", "--synthetic", "2", "--val-scenes", "1", "--steps", "1",
+            "--dropout", "0", "-o", str(tmp_path / "run")]
+    result = runner.invoke(app(), args)
+    assert result.exit_code == 0, result.output
+    from mis.checkpoints import load_checkpoint
+
+    model, card = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert card["config"]["dropout"] == 0.0 and dropouts == [0.0]
 
 
 def test_annotated_images_without_points_stop_training_before_it_starts(tmp_path):
