@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from conftest import shared_file
-from mis.checkpoints import build_card, read_card, save_checkpoint
+from mis.checkpoints import build_card, read_card, read_state, save_checkpoint
 from mis.cli.main import app
 from mis.errors import InputError
 from mis.io.audio import read_audio, read_mel
@@ -173,6 +173,29 @@ def test_training_writes_a_loadable_checkpoint(tmp_path):
     card = read_card(result["checkpoint"])
     assert card["training"]["held_out_files"] == ["clip2.wav"] and card["metrics"]["val_lsd"] > 0
     assert VocoderPipeline.from_checkpoint(result["checkpoint"])(np.full((80, 10), -5.0, np.float32)).waveform.shape == (2304,)
+
+
+def test_training_can_start_from_a_checkpoint_of_the_same_network(tiny_vocoder, tmp_path):
+    import dataclasses
+
+    from mis.errors import UsageError
+    from mis.models.discriminators import DiscriminatorConfig
+    from mis.pipelines.vocoder.train import VocoderTrainOptions, train_vocoder
+
+    clips = []
+    for i in range(2):
+        clips.append(tmp_path / f"clip{i}.wav")
+        sf.write(clips[-1], speech_like(1.0, seed=i), 22050)
+    options = VocoderTrainOptions(out=tmp_path / "run", network=TINY, steps=1, batch_size=2, segment=2048, lr=0.0,
+                                  val_files=0, progress=False, init=tiny_vocoder,
+                                  discriminator=DiscriminatorConfig(channels=4, scale_channels=8))
+    result = train_vocoder(clips, options)     # a learning rate of 0: the weights stay the checkpoint's
+    start, trained = read_state(tiny_vocoder), read_state(result["checkpoint"])
+    assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in start)
+    assert read_card(result["checkpoint"])["training"]["init"] == tiny_vocoder.name
+    other = dataclasses.replace(options, out=tmp_path / "other", network=dataclasses.replace(TINY, asp_channels=TINY.asp_channels * 2))
+    with pytest.raises(UsageError, match="not an APNet checkpoint of the network"):
+        train_vocoder(clips, other)
 
 
 def test_cli_mel_then_vocode_and_bad_inputs(tiny_vocoder, tmp_path):

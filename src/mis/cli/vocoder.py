@@ -101,6 +101,9 @@ def train_vocoder(
                                            "MSE (the paper: 45)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations (the "
                                        "shipped weights are the best validation's)"),
+    init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False, help="Start from this "
+                                        "checkpoint's weights (same --preset and --amplitude-prior) instead of the "
+                                        "pseudo-inverse prior"),
     joint_losses: bool = typer.Option(False, "--joint-losses", help="Let the phase-dependent losses (real/imag, "
                                       "consistency, mel) train the amplitude too, as upstream (default: they train "
                                       "the phase only; see the README)"),
@@ -134,7 +137,7 @@ def train_vocoder(
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
         progress=runtime.chatty, phase_refine=phase_refine, convergence_weight=convergence,
         separate_amplitude=not joint_losses, amplitude_weight=amplitude_weight, validate_every=validate_every,
-        command=command_line())
+        init=init, command=command_line())
     log = training_log(runtime)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:

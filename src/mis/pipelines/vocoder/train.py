@@ -59,6 +59,7 @@ class VocoderTrainOptions(RunOptions):
     # still wrong, which is all of a CPU-length run, those losses are lowest for a smaller amplitude and pull
     # the loud harmonic peaks down (README, vocoder). False: upstream's joint losses.
     separate_amplitude: bool = True
+    init: Path | None = None      # start from this checkpoint's generator weights (same network) instead of the prior
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
@@ -172,6 +173,7 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
                 "context_frames": context_of(options), "convergence_weight": options.convergence_weight,
                 "amplitude_weight": options.amplitude_weight,
                 "separate_amplitude": options.separate_amplitude, "best_metric": best_metric(options),
+                "init": options.init.name if options.init else None,
                 "discriminator": options.discriminator.to_dict(),
                 "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
     training["command"] = options.command
@@ -205,6 +207,17 @@ def check_options(options: VocoderTrainOptions) -> None:
         raise UsageError(f"--segment must be a multiple of the hop ({mel.hop_length})")
 
 
+def start_from(generator: APNet, path: Path) -> None:
+    """Load a checkpoint's generator weights; its network must be the one being trained."""
+    from mis.checkpoints import load_checkpoint
+
+    model, card = load_checkpoint(path)
+    if card.get("family") != "apnet" or APNetConfig.from_dict(card["config"]) != generator.config:
+        raise UsageError(f"--init {path}: not an APNet checkpoint of the network being trained (same preset and "
+                         "--amplitude-prior)")
+    generator.load_state_dict(model.state_dict())
+
+
 def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable[[str], None] = lambda _: None) -> dict:
     check_options(options)
     train_files, val_files = hold_out_last(paths, options.val_files)
@@ -214,7 +227,9 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
         f"{len(val_clips)} held out: {', '.join(p.name for p in val_files)}")
     torch.manual_seed(options.seed)
     generator, discriminator = APNet(options.network), Discriminators(options.discriminator)
-    if options.network.amplitude_prior:
+    if options.init is not None:
+        start_from(generator, options.init)
+    elif options.network.amplitude_prior:
         start_on_the_prior(generator)
     betas = (0.8, 0.99)
     optimizers = {"generator": torch.optim.AdamW(generator.parameters(), options.lr, betas=betas),
