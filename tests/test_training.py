@@ -299,3 +299,30 @@ def test_moving_average_is_what_validation_sees_and_best_keeps_and_it_resumes_ex
     assert ema_decay_at(0.999, 0) == pytest.approx(0.1) and ema_decay_at(0.999, 10 ** 6) == 0.999
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(out_dir=tmp_path, max_steps=1, ema_decay=1.0)
+
+
+def test_channels_last_trains_the_same_parameters_and_saves_the_usual_layout(tmp_path):
+    from mis.checkpoints import build_card, read_state, save_checkpoint
+
+    def conv_batch(rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
+        x = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(x.mean(axis=1, keepdims=True))}
+
+    def conv_loss(model, batch):
+        return nn.functional.mse_loss(model(batch["x"]).float(), batch["y"]), {}
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
+    config = TrainConfig(out_dir=tmp_path, max_steps=30, lr=1e-2, progress=False, checkpoint_every=0,
+                         channels_last=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    trainer = Trainer(model, optimizer, None, config, loss_fn=conv_loss)
+    weight = trainer.module()[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert any(weight is p for p in optimizer.param_groups[0]["params"])      # the optimizer still steps it
+    trainer.fit(StepSeededBatches(conv_batch, seed=0))
+    losses = [r["loss"] for r in read_metrics(tmp_path)]
+    assert losses[-1] < 0.5 * losses[0]
+    save_checkpoint(tmp_path / "m.safetensors", trainer.module(), build_card("x", {}, task="t"))
+    saved = read_state(tmp_path / "m.safetensors")["0.weight"]
+    assert saved.is_contiguous() and torch.equal(saved, weight.detach())

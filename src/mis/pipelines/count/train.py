@@ -219,7 +219,7 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=None,
                          precision=options.precision, checkpoint_every=options.validate_every, log_every=50,
                          validate_every=options.validate_every, best_metric="val_mae", best_mode="min",
-                         ema_decay=options.ema_decay,
+                         ema_decay=options.ema_decay, channels_last=True,
                          seed=options.seed, device=options.device, resume=options.resume, progress=options.progress,
                          description=options.network.variant, settings=resume_settings(options))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(options))

@@ -123,6 +123,9 @@ class Trainer:
         self.device = self.policy.device
         self.loss_fn, self.step_fn, self.validate_fn = loss_fn, step_fn, validate_fn
         self.modules = {n: m.to(self.device) for n, m in _as_dict(model, "model").items()}
+        if config.channels_last:   # in place: the optimizers keep the same parameters
+            for module in self.modules.values():
+                module.to(memory_format=torch.channels_last)
         self.optimizers = _as_dict(optimizer, "optimizer")
         self.schedulers = _as_dict(scheduler, "scheduler")
         self.rank = torch.distributed.get_rank() if is_distributed() else 0
