@@ -183,16 +183,16 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_dropout_option_reaches_the_network_and_its_card(tmp_path):
+def test_dropout_and_width_options_reach_the_network_and_its_card(tmp_path):
     args = ["train", "count", "--crop", "64", "--batch", "2", "--synthetic", "2", "--val-scenes", "1", "--steps", "1",
-            "--dropout", "0", "-o", str(tmp_path / "run")]
+            "--dropout", "0", "--width", "0.125", "-o", str(tmp_path / "run")]
     result = runner.invoke(app(), args)
     assert result.exit_code == 0, result.output
     from mis.checkpoints import load_checkpoint
 
     model, card = load_checkpoint(tmp_path / "run" / "model.safetensors")
     dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert card["config"]["dropout"] == 0.0 and dropouts == [0.0]
+    assert card["config"]["dropout"] == 0.0 and dropouts == [0.0] and card["config"]["width"] == 0.125
 
 
 def test_annotated_images_without_points_stop_training_before_it_starts(tmp_path):

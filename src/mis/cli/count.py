@@ -83,6 +83,8 @@ def train_count(
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate and ship a moving "
                                     "average of the weights with this decay per step (0: off; e.g. 0.999)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations"),
+    width: Optional[float] = typer.Option(None, "--width", min=0.05, max=1.0, help="Channel width as a fraction of "
+                                          "upstream's (the preset's: demo 0.25, paper 1)"),
     dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.95, help="Dropout after the ASPP "
                                             "projection (m-sfanet; upstream and default 0.5)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
@@ -114,7 +116,7 @@ def train_count(
     runtime = runtime_of(ctx)
     if dropout is not None and variant != "m-sfanet":
         raise UsageError("--dropout: only M-SFANet has a dropout layer (after its ASPP)")
-    extra = {} if dropout is None else {"dropout": dropout}
+    extra = {name: value for name, value in (("dropout", dropout), ("width", width)) if value is not None}
     network = presets[preset](variant, density_activation=density_activation, **extra)
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
                                 density_scale=density_scale, count_weight=count_weight, synthetic=synthetic,

@@ -17,15 +17,15 @@ SPEC = TaskSpec(
     models=(
         ShippedModel("count_msfanet_demo", "count_msfanet_demo.safetensors",
                      "M-SFANet demo config (a quarter of upstream's widths, 1.44 M parameters, ReLU density head) "
-                     "trained from scratch on 2000 synthetic crowd scenes, 8000 steps, moving-average weights",
-                     quality="MAE 63.3 (34 % of the mean count 184) on 60 fresh synthetic scenes (predicting the mean: "
+                     "trained from scratch on 2000 synthetic crowd scenes, 14000 steps (bf16), moving-average weights",
+                     quality="MAE 54.0 (29 % of the mean count 184) on 60 fresh synthetic scenes (predicting the mean: "
                              "275); trained on synthetic scenes only: the real ShanghaiTech sample with 170 heads "
-                             "counts 2295",
+                             "counts 3500",
                      instead="for real use import the released M-SFANet weights (`mis models import --task count`) "
                              "or train on annotated images (`mis train count`)"),
         ShippedModel("count_msegnet_demo", "count_msegnet_demo.safetensors",
                      "M-SegNet demo config (a quarter of upstream's widths, 0.61 M parameters, ReLU density head) "
-                     "trained from scratch on 2000 synthetic crowd scenes, 8000 steps, moving-average weights",
+                     "trained from scratch on 2000 synthetic crowd scenes, 14000 steps (bf16), moving-average weights",
                      quality="MAE 53.7 (29 % of the mean count 184) on 60 fresh synthetic scenes; trained on synthetic "
                              "scenes only: the real ShanghaiTech sample with 170 heads counts 3390",
                      instead="for real use import the released M-SegNet weights (`mis models import --task count "
