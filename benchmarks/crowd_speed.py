@@ -4,6 +4,8 @@ without ASPP and CAN, is the fast one), one image at a time vs batches of 8 (a v
 1024 px tiles, its peak RSS against a 1000 x 750 image's and against the same image in one pass (the baseline without
 tiling), each in a fresh process. What still grows with the image is its own arrays (the image, its normalised copy,
 the density and attention maps on its pixels: about 33 bytes a pixel); the network's share is one batch of tiles.
+The large scenes hold one person per 600 pixels, so their heads are the size the demos were trained on (a drawn
+count would spread a few hundred people with 50 px heads over 4000 x 3000), and their true count is printed.
 
     python benchmarks/crowd_speed.py [--threads 2] [--repeats 3]
 """
@@ -50,6 +52,9 @@ def images_per_second(pipeline, images: list[np.ndarray], batched: bool, repeats
     return len(images) / float(np.median(times))
 
 
+PIXELS_PER_PERSON = 600   # a dense crowd at the demos' training scale (heads of 2-6 px radius)
+
+
 def peak_rss(size: tuple[int, int], tile: int) -> dict:
     """In this fresh process: count one synthetic image of `size` with the demo M-SFANet in `tile` px tiles."""
     from mis.pipelines.count.pipeline import CountPipeline
@@ -57,11 +62,12 @@ def peak_rss(size: tuple[int, int], tile: int) -> dict:
     from mis.registry import resolve_checkpoint
 
     h, w = size
-    image = make_crowd_scene(7, height=h, width=w).image
+    scene = make_crowd_scene(7, height=h, width=w, count=h * w // PIXELS_PER_PERSON)
+    image = scene.image
     pipeline = CountPipeline.from_checkpoint(resolve_checkpoint("count", "count_msfanet_demo"), tile=tile)
     start = time.perf_counter()
     count = pipeline(image).count
-    return {"seconds": time.perf_counter() - start, "count": count,
+    return {"seconds": time.perf_counter() - start, "count": count, "truth": len(scene.points),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "tiles": len(pipeline.layout(h, w)[2])}
 
@@ -98,18 +104,18 @@ def main() -> None:
             single = images_per_second(pipeline, images, False, args.repeats)
             batched = images_per_second(pipeline, images, True, args.repeats)
             print(f"| {variant} | {preset} | {parameters / 1e6:.2f} M | {single:.2f} | {batched:.2f} |", flush=True)
-    print("\n| image | tile px | tiles | seconds | count | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("\n| image | tile px | tiles | seconds | count | true count | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     rows = {}
     for size, tile in (((750, 1000), 1024), ((3000, 4000), 1024), ((3000, 4000), 4096)):
         r = fresh(size, tile, args.threads)
         rows[size, tile] = r
         label = f"{size[1]} x {size[0]}"
         if "error" in r:
-            print(f"| {label} | {tile} | failed: {r['error']} | | | |")
+            print(f"| {label} | {tile} | failed: {r['error']} | | | | |")
         else:
-            print(f"| {label} | {tile} | {r['tiles']} | {r['seconds']:.1f} | {r['count']:.1f} | {r['peak_mb']:.0f} |",
-                  flush=True)
+            print(f"| {label} | {tile} | {r['tiles']} | {r['seconds']:.1f} | {r['count']:.1f} | {r['truth']} | "
+                  f"{r['peak_mb']:.0f} |", flush=True)
     if all("peak_mb" in r for r in rows.values()):
         small, large = rows[(750, 1000), 1024]["peak_mb"], rows[(3000, 4000), 1024]["peak_mb"]
         whole = rows[(3000, 4000), 4096]["peak_mb"]
