@@ -193,7 +193,8 @@ def test_training_can_start_from_a_checkpoint_of_the_same_network(tiny_vocoder, 
     start, trained = read_state(tiny_vocoder), read_state(result["checkpoint"])
     assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in start)
     assert read_card(result["checkpoint"])["training"]["init"] == tiny_vocoder.name
-    other = dataclasses.replace(options, out=tmp_path / "other", network=dataclasses.replace(TINY, asp_channels=TINY.asp_channels * 2))
+    wider = dataclasses.replace(TINY, asp_channels=TINY.asp_channels * 2)
+    other = dataclasses.replace(options, out=tmp_path / "other", network=wider)
     with pytest.raises(UsageError, match="not an APNet checkpoint of the network"):
         train_vocoder(clips, other)
 
@@ -504,7 +505,8 @@ def test_f0_rmse_measures_a_known_detune_and_ignores_one_octave_slip_of_the_trac
     # one 20 ms burst where the second harmonic dominates: raw YIN may call it the octave, pYIN's track does not
     reference = voice(np.full(rate, 200.0))
     burst = slice(rate // 2, rate // 2 + 441)
-    reference[burst] = (0.1 * np.sin(2 * np.pi * 200 * t[burst]) + np.sin(2 * np.pi * 400 * t[burst])).astype(np.float32)
+    reference[burst] = (0.1 * np.sin(2 * np.pi * 200 * t[burst])
+                        + np.sin(2 * np.pi * 400 * t[burst])).astype(np.float32)
     tracked = pyin_f0(reference, rate)
     assert np.all(np.abs(1200 * np.log2(tracked[tracked > 0] / 200)) < 50)
     assert f0_rmse_cents(voice(np.full(rate, 200.0)), reference, rate) < 20

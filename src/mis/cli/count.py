@@ -108,14 +108,14 @@ def train_count(
         raise UsageError(f"--variant {variant!r}: m-sfanet or m-segnet")
     if density_activation not in DENSITY_ACTIVATIONS:
         raise UsageError(f"--density-activation {density_activation!r}: {' or '.join(DENSITY_ACTIVATIONS)}")
+    if dropout is not None and variant != "m-sfanet":
+        raise UsageError("--dropout: only M-SFANet has a dropout layer (after its ASPP)")
     try:
         parse_sigma(sigma)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     single_process("mis train count")
     runtime = runtime_of(ctx)
-    if dropout is not None and variant != "m-sfanet":
-        raise UsageError("--dropout: only M-SFANet has a dropout layer (after its ASPP)")
     extra = {name: value for name, value in (("dropout", dropout), ("width", width)) if value is not None}
     network = presets[preset](variant, density_activation=density_activation, **extra)
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,

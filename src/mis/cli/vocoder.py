@@ -171,8 +171,8 @@ def evaluate_vocoder(
     report = {**pipeline.run_info(), **run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds,
                                                       diagnostics)}
     report_evaluation(report, runtime, output, f"Copy synthesis of {len(report['cases'])} file(s), mean",
-                      ["system", "LSD dB", "LSD 0-fmax dB", "MCD dB", "F0 RMSE cents (pYIN)", "F0 frame error %", "PESQ wb",
-                       "STOI"],
+                      ["system", "LSD dB", "LSD 0-fmax dB", "MCD dB", "F0 RMSE cents (pYIN)", "F0 frame error %",
+                       "PESQ wb", "STOI"],
                       lambda r: [[system, cell(m["lsd_db"]), cell(m["lsd_mel_band_db"]), cell(m["mcd_db"]),
                                   cell(m["f0_rmse_cents"], 0), cell(m["f0_frame_error_pct"], 1), cell(m["pesq_wb"]),
                                   cell(m["stoi"], 3)]

@@ -201,7 +201,7 @@ def score_pair(generated: np.ndarray, reference: np.ndarray, config: MelConfig) 
             "lsd_mel_band_db": log_spectral_distance(generated, reference, config, config.fmax),
             "mcd_db": mel_cepstral_distortion(generated, reference, config),
             "f0_rmse_cents": _rmse_cents(f0, f0_reference),
-            "f0_rmse_yin_cents": f0_rmse_yin_cents(generated, reference, rate),
+            "f0_rmse_yin_cents": _rmse_cents(yin_f0(aligned, rate), yin_f0(truth, rate)),
             "f0_frame_error_pct": _frame_error(f0, f0_reference),
             "pesq_wb": pesq_wideband(generated, reference, rate),
             "stoi": stoi_score(generated, reference, rate)}

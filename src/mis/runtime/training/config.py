@@ -34,9 +34,9 @@ class TrainConfig:
     # > 0: keep an exponential moving average of the weights and buffers (BatchNorm statistics too); validation,
     # best.pt and restore_best() use the average. 0: off.
     ema_decay: float = 0.0
-    # 2-D convolution networks in channels_last memory (the layout oneDNN's and cuDNN's fastest kernels use): a
-    # training step of the demo M-SFANet takes 0.46 s instead of 0.59 s on one core here, 0.28 s instead of 0.40 s
-    # under bf16 autocast. Weights are saved in the usual layout.
+    # 2-D convolution networks in channels_last memory (the layout oneDNN's and cuDNN's fastest kernels use): forward,
+    # backward and Adam of the demo M-SFANet on 8 x 128 px take 0.19 s instead of 0.24 s on the 2 cores here, 0.12 s
+    # instead of 0.17 s under bf16 autocast. Weights are saved in the usual layout.
     channels_last: bool = False
     seed: int = 0
     resume: bool = False  # continue from out_dir/last.pt when it exists
