@@ -165,7 +165,7 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app(), args + ["--steps", "4", "--resume"])
     assert result.exit_code == 0, result.output
-    from mis.checkpoints import read_card
+    from mis.checkpoints import load_checkpoint, read_card
 
     card = read_card(tmp_path / "run" / "model.safetensors")
     assert card["config"]["variant"] == "m-segnet" and card["preprocessing"]["density_scale"] == 100.0
@@ -174,10 +174,22 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     assert card["training"]["steps"] == 4 and card["metrics"]["val_mae"] is not None
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+
+    # --keep last on the finished run trains nothing more and writes the last step's moving average
+    result = runner.invoke(app(), args + ["--steps", "4", "--resume", "--keep", "last"])
+    assert result.exit_code == 0, result.output
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    model, card = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, last["ema"]["model"][key].to(value.dtype), rtol=0, atol=0)
+    assert card["training"]["kept"] == "last" and card["metrics"]["shipped_step"] == 4
+    assert card["metrics"]["val_mae"] == pytest.approx(rows[-1]["val_mae"])
+    assert card["metrics"]["seconds"] >= rows[-1]["seconds"]
     bad = runner.invoke(app(), ["train", "count", "--crop", "60", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "multiple of 16" in bad.output
     for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on"),
-                           (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet")):
+                           (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet"),
+                           (["--keep", "first"], "best or last")):
         bad = runner.invoke(app(), ["train", "count", *flags, "-o", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not (tmp_path / "bad").exists()

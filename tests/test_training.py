@@ -291,6 +291,14 @@ def test_moving_average_is_what_validation_sees_and_best_keeps_and_it_resumes_ex
     second, _ = run(tmp_path / "resumed", 6, resume=True, model_seed=99)
     for key, value in averaged.items():
         torch.testing.assert_close(second.ema["model"].state_dict()[key], value, rtol=0, atol=1e-6)
+    # the logged training time goes on from the first leg's instead of starting again at 0
+    leg = torch.load(tmp_path / "resumed" / LAST, weights_only=True)["seconds"]
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and rows[1]["seconds"] >= rows[0]["seconds"] > 0 and leg >= rows[1]["seconds"]
+
+    trainer.adopt_averaged_weights()                     # the final average, for shipping the last step's weights
+    for key, value in trainer.module().state_dict().items():
+        assert torch.equal(value, averaged[key]), key
 
     ema, model = nn.Linear(2, 1), nn.Linear(2, 1)
     expected = 0.75 * ema.weight.detach() + 0.25 * model.weight.detach()

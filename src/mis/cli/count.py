@@ -83,6 +83,8 @@ def train_count(
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate and ship a moving "
                                     "average of the weights with this decay per step (0: off; e.g. 0.999)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations"),
+    keep: str = typer.Option("best", "--keep", help="The weights to write: best (the best validation check's) or "
+                             "last (the last step's; with --resume on a finished run, writes them without training)"),
     width: Optional[float] = typer.Option(None, "--width", min=0.05, max=1.0, help="Channel width as a fraction of "
                                           "upstream's (the preset's: demo 0.25, paper 1)"),
     dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.95, help="Dropout after the ASPP "
@@ -92,7 +94,7 @@ def train_count(
 ) -> None:
     """Train M-SFANet / M-SegNet from scratch on seeded synthetic crowd scenes and any annotated images: random
     crops, flips, gamma and grayscale; MSE on the density + 0.1 BCE on the attention map (upstream's loss); the best
-    validation MAE's weights are kept."""
+    validation MAE's weights are kept (--keep last: the last step's)."""
     from mis.errors import UsageError
     from mis.io.files import resolve_inputs
     from mis.io.image import IMAGE
@@ -108,6 +110,8 @@ def train_count(
         raise UsageError(f"--variant {variant!r}: m-sfanet or m-segnet")
     if density_activation not in DENSITY_ACTIVATIONS:
         raise UsageError(f"--density-activation {density_activation!r}: {' or '.join(DENSITY_ACTIVATIONS)}")
+    if keep not in ("best", "last"):
+        raise UsageError(f"--keep {keep!r}: best or last")
     if dropout is not None and variant != "m-sfanet":
         raise UsageError("--dropout: only M-SFANet has a dropout layer (after its ASPP)")
     try:
@@ -120,7 +124,7 @@ def train_count(
     network = presets[preset](variant, density_activation=density_activation, **extra)
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
                                 density_scale=density_scale, count_weight=count_weight, synthetic=synthetic,
-                                val_scenes=val_scenes, ema_decay=ema_decay,
+                                val_scenes=val_scenes, ema_decay=ema_decay, keep=keep,
                                 validate_every=validate_every, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())

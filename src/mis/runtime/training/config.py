@@ -80,9 +80,9 @@ class RunOptions:
     command: str = ""      # the command line that started the run, recorded in the card
 
 
-# Option fields that say where and how a run executes, or how long, not what it trains: free to change on
-# --resume (a larger step count extends the run).
-RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half", "steps", "command")
+# Option fields that say where and how a run executes, or how long, or which of its weights are written, not what
+# it trains: free to change on --resume (a larger step count extends the run).
+RUNTIME_ONLY = ("out", "resume", "progress", "device", "precision", "half", "keep", "steps", "command")
 
 
 def resume_settings(options: Any) -> dict[str, Any]:

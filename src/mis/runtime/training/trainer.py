@@ -134,6 +134,9 @@ class Trainer:
         # Grad scaling is only needed for fp16: bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.policy.precision == "fp16")
         self.step = 0
+        # Training time of the run so far, resumed legs included: logged as "seconds" and kept in the checkpoints.
+        self.trained_seconds = 0.0
+        self._loop_start: float | None = None
         self.best: float | None = None
         self.best_step: int | None = None
         self.last_grad_norm: float | None = None
@@ -214,7 +217,8 @@ class Trainer:
             print(text, file=sys.stderr, flush=True)
 
     def _loop(self, stream: BatchStream, batches: Iterable[Any]) -> dict[str, Any]:
-        cfg, window, start = self.config, MetricWindow(), time.perf_counter()
+        cfg, window = self.config, MetricWindow()
+        start = self._loop_start = time.perf_counter() - self.trained_seconds
         # A resumed run that had already finished reports its final record again (validation metrics included),
         # so the card rebuilt from it keeps them.
         last: dict[str, Any] = self.metrics.at(self.step) or {"step": self.step}
@@ -335,7 +339,19 @@ class Trainer:
             for name, module in self.modules.items():
                 module.load_state_dict(own[name])
 
-    # ---- the best weights ------------------------------------------------------------------
+    def _seconds_so_far(self) -> float:
+        if self._loop_start is None:
+            return self.trained_seconds
+        return round(time.perf_counter() - self._loop_start, 4)
+
+    # ---- the weights to ship ---------------------------------------------------------------
+
+    def adopt_averaged_weights(self) -> None:
+        """Load the moving average into the models for good (the final weights, as the last validation scored them);
+        nothing changes without `ema_decay`."""
+        for name, module in self.modules.items():
+            if name in self.ema:
+                module.load_state_dict(self.ema[name].state_dict())
 
     def restore_best(self) -> dict[str, Any] | None:
         """Load best.pt's weights into the models (the ones to ship) and return what was logged at that step
@@ -361,7 +377,7 @@ class Trainer:
             ranks = [None] * self.world_size
             torch.distributed.all_gather_object(ranks, local)
         return {"format": FORMAT, "step": self.step, "best": self.best, "best_step": self.best_step,
-                "max_steps": self.config.max_steps,
+                "max_steps": self.config.max_steps, "seconds": self._seconds_so_far(),
                 "models": {n: m.state_dict() for n, m in self.modules.items()},
                 "ema": {n: m.state_dict() for n, m in self.ema.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
@@ -402,6 +418,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.best = int(state["step"]), state["best"]
         self.best_step = state.get("best_step")
+        self.trained_seconds = float(state.get("seconds") or 0.0)
         ranks = state["ranks"]
         mine = ranks[self.rank] if len(ranks) == self.world_size else ranks[0]
         set_rng_state(mine["rng"])
