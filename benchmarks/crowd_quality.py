@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,8 +43,12 @@ def main() -> None:
     card = read_card(models["count_msfanet_demo"])
     h, w = card["training"]["synthetic_size"]
     seed = card["training"]["seed"]
-    pool_counts = [len(make_crowd_scene(seed * 100_003 + k, height=h, width=w).points)
-                   for k in range(card["training"]["synthetic_scenes"])]
+    pool_counts, fitted = [], []   # the pool is rendered once: counts of all, the first scenes kept for the blob fit
+    for k in range(card["training"]["synthetic_scenes"]):
+        scene = make_crowd_scene(seed * 100_003 + k, height=h, width=w)
+        pool_counts.append(len(scene.points))
+        if k < BLOB_FIT_SCENES:
+            fitted.append(scene)
     mean_count = float(np.mean(pool_counts))
     scenes = [make_crowd_scene(TEST_SEED + k, height=h, width=w) for k in range(args.scenes)]
     truth = [float(len(s.points)) for s in scenes]
@@ -55,8 +59,6 @@ def main() -> None:
     base = count_metrics([mean_count] * len(scenes), truth)
     print(f"| mean count (no training) | {base['mae']:.1f} | {base['rmse']:.1f} | "
           f"{100 * base['mae'] / np.mean(truth):.1f} % | | | |")
-    fitted = [make_crowd_scene(seed * 100_003 + k, height=h, width=w)
-              for k in range(min(BLOB_FIT_SCENES, card["training"]["synthetic_scenes"]))]
     blob_counts = fit_blob_counter(fitted)([s.image for s in scenes])
     blobs = count_metrics(list(blob_counts), truth)
     print(f"| {BLOB_BASELINE} | {blobs['mae']:.1f} | {blobs['rmse']:.1f} | "

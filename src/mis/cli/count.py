@@ -102,6 +102,7 @@ def train_count(
     from mis.pipelines.count.density import parse_sigma
     from mis.pipelines.count.train import CountTrainOptions
     from mis.pipelines.count.train import train_count as run_training
+    from mis.runtime.training import KEEP
 
     presets = {"demo": SFANetConfig.demo, "paper": SFANetConfig.paper}
     if preset not in presets:
@@ -110,8 +111,8 @@ def train_count(
         raise UsageError(f"--variant {variant!r}: m-sfanet or m-segnet")
     if density_activation not in DENSITY_ACTIVATIONS:
         raise UsageError(f"--density-activation {density_activation!r}: {' or '.join(DENSITY_ACTIVATIONS)}")
-    if keep not in ("best", "last"):
-        raise UsageError(f"--keep {keep!r}: best or last")
+    if keep not in KEEP:
+        raise UsageError(f"--keep {keep!r}: {' or '.join(KEEP)}")
     if dropout is not None and variant != "m-sfanet":
         raise UsageError("--dropout: only M-SFANet has a dropout layer (after its ASPP)")
     try:

@@ -13,6 +13,7 @@ from torch import nn
 
 LAST = "last.pt"
 BEST = "best.pt"
+KEEP = ("best", "last")   # which weights a run writes: the best validation check's, or the last step's
 METRICS = "metrics.jsonl"
 FORMAT = "mis-train-1"
 

@@ -31,7 +31,7 @@ from mis.runtime.distributed import is_distributed
 from mis.runtime.notices import notice
 from mis.runtime.progress import ProgressBar
 from mis.runtime.seeding import rng_state, seed_everything, set_rng_state
-from mis.runtime.training.config import BEST, FORMAT, LAST, METRICS, TrainConfig, setting_changes
+from mis.runtime.training.config import BEST, FORMAT, KEEP, LAST, METRICS, TrainConfig, setting_changes
 from mis.runtime.training.data import BatchStream, to_device
 from mis.runtime.training.records import MetricsLog, MetricWindow, atomic_torch_save, scalar
 
@@ -352,6 +352,21 @@ class Trainer:
         for name, module in self.modules.items():
             if name in self.ema:
                 module.load_state_dict(self.ema[name].state_dict())
+
+    def restore_kept(self, keep: str = "best") -> dict[str, Any]:
+        """Load the weights to ship into the models and return what was logged at their step, with "step". best:
+        best.pt's (the last step's when no validation ever improved); last: the final step's, their moving average
+        where there is one. On a few dozen validation scenes the checks of a run's second half can differ by less
+        than their noise, and the best of them is then an early step picked by chance."""
+        if keep not in KEEP:
+            raise ValueError(f"keep must be one of {', '.join(KEEP)}, not {keep!r}")
+        if keep == "best":
+            best = self.restore_best()
+            if best is not None:
+                return {**best, "step": best["best_step"]}
+        else:
+            self.adopt_averaged_weights()
+        return {**self.logged(self.step), "step": self.step}
 
     def restore_best(self) -> dict[str, Any] | None:
         """Load best.pt's weights into the models (the ones to ship) and return what was logged at that step
