@@ -9,7 +9,7 @@ import pytest
 from mis.io.image import read_image
 from mis.io.points import read_points
 from mis.pipelines.count.density import density_from_points
-from mis.pipelines.count.synthetic import make_crowd_scene, write_sample_data
+from mis.pipelines.count.synthetic import MIN_HEAD_RADIUS, make_crowd_scene, write_sample_data
 
 
 def test_deterministic_per_seed_and_different_across_seeds():
@@ -33,6 +33,16 @@ def test_counts_spread_with_empty_scenes():
     counts = [len(make_crowd_scene(seed, height=64, width=80).points) for seed in range(30)]
     assert min(counts) == 0 and max(counts) > 300
     assert len(set(counts)) > 20
+
+
+def test_no_head_too_small_to_resolve():
+    """Dense scenes with the horizon in the image used to pile sub-pixel heads at the horizon (drawn larger than
+    their perspective size, one visible pixel each): nobody is placed where a head is under 2 px across."""
+    scenes = [make_crowd_scene(seed, count=1500) for seed in range(6)]
+    assert any(scene.params["horizon"] > 0 for scene in scenes)
+    for scene in scenes:
+        assert scene.head_sizes.min() >= MIN_HEAD_RADIUS
+        assert len(scene.points) >= 0.9 * 1500
 
 
 def test_empty_and_single_person():

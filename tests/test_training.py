@@ -123,6 +123,53 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     assert update.norm().item() == pytest.approx(0.5, rel=1e-4)  # ... the step was clipped
 
 
+def poisoned_loss(bad_steps):
+    """mse_loss, but NaN in the batches of the given (0-based) steps."""
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        loss, metrics = mse_loss(model, batch)
+        step, calls["n"] = calls["n"], calls["n"] + 1
+        return (loss * float("nan") if step in bad_steps else loss), metrics
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("grad_clip", [None, 1.0])
+def test_a_step_with_a_nan_loss_is_skipped_not_learnt(tmp_path, grad_clip):
+    """bf16 / fp32 have no grad scaler to skip a non-finite step: one such step used to make every weight NaN."""
+    def run(folder, steps, bad):
+        torch.manual_seed(0)
+        model = small_net()
+        config = TrainConfig(out_dir=folder, max_steps=steps, lr=1e-2, log_every=1, checkpoint_every=100,
+                             progress=False, grad_clip=grad_clip)
+        optimizer = build_optimizer(model.parameters(), config)
+        trainer = Trainer(model, optimizer, None, config, loss_fn=poisoned_loss(bad))
+        trainer.fit(StepSeededBatches(regression_batch, seed=1))
+        return trainer, model
+
+    trainer, model = run(tmp_path / "bad", 12, {4})
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.skipped_steps == 1
+    records = read_metrics(tmp_path / "bad")
+    assert all(math.isfinite(v) for r in records for v in r.values() if isinstance(v, float))
+    assert "loss" not in records[4] and records[4]["skipped_steps"] == 1 and "skipped_steps" not in records[3]
+    # the skipped step left every weight as it was
+    _, five = run(tmp_path / "five", 5, {4})
+    _, four = run(tmp_path / "four", 4, set())
+    assert all(torch.equal(a, b) for a, b in zip(five.parameters(), four.parameters()))
+
+
+def test_many_non_finite_steps_in_a_row_stop_the_run(tmp_path):
+    torch.manual_seed(0)
+    model = small_net()
+    config = TrainConfig(out_dir=tmp_path, max_steps=50, lr=1e-2, progress=False)
+    trainer = Trainer(model, build_optimizer(model.parameters(), config), None, config,
+                      loss_fn=poisoned_loss(set(range(3, 50))))
+    with pytest.raises(UsageError, match="diverged.*20 steps in a row"):
+        trainer.fit(StepSeededBatches(regression_batch, seed=1))
+
+
 def test_custom_step_with_two_optimizers(tmp_path):
     torch.manual_seed(0)
     generator, critic = nn.Linear(4, 4), nn.Linear(4, 1)

@@ -5,7 +5,9 @@ Clearly synthetic, not photographic: the point is to give a counting network the
 - Perspective: a ground plane seen from above head height. Head radius grows linearly with the distance below the
   horizon (near = bottom); the horizon may lie above the image (a camera looking down) or inside it (a sky above).
   People stand denser in image space where they are small (the same ground density), inside crowd regions drawn
-  from a smooth random field, so scenes have dense patches, sparse edges and empty areas.
+  from a smooth random field, so scenes have dense patches, sparse edges and empty areas. Nobody stands where a
+  head would be under MIN_HEAD_RADIUS (2 px across): farther heads are not resolved by a camera's blur, and were
+  they placed, they could only be drawn larger than their perspective size, piled onto each other.
 - People: a body silhouette (shoulders and torso in a clothing colour) under a head (skin, with hair or a hat on
   top, or all hair for people facing away), shaded, drawn far to near so nearer people occlude farther ones.
 - Annotation: one point per head centre, ShanghaiTech's convention: every head at least partly visible counts;
@@ -33,6 +35,11 @@ from scipy.spatial import cKDTree
 SAMPLE_SEED = 23
 MAX_DEFAULT_COUNT = 2000
 EMPTY_SCENE_PROBABILITY = 0.08
+# The smallest head placed, in pixels of radius. Below it the ground plane is empty: a head of one pixel is noise
+# after blur, so no annotation could mark it. (Earlier scenes packed people up to the horizon at the density of
+# 0.5 px heads while drawing each at least 0.75 px, so a third of all annotated heads were single pixels in piles
+# where one visible pixel made a head "visible"; see the README's crowd-counting section.)
+MIN_HEAD_RADIUS = 1.0
 
 SKIN_TONES = np.array([[233, 196, 170], [214, 167, 130], [189, 140, 100], [150, 100, 70], [105, 70, 50],
                        [80, 55, 40]], dtype=np.float32)
@@ -200,9 +207,8 @@ def _place_heads(rng: np.random.Generator, height: int, width: int, count: int, 
     crowd = np.repeat(np.repeat(crowd, 4, axis=0), 4, axis=1)[:height, :width]
     threshold = rng.uniform(-1.0, 0.6)  # how much of the ground the crowd covers
     weight = np.clip(crowd - threshold, 0, None) + 0.02  # a few people everywhere
-    weight *= (1.0 / np.maximum(radius, 0.5) ** 2)[:, None]  # same ground density: denser where people are small
-    first_row = int(min(max(horizon + 1, 0), height - 1))
-    weight[:first_row] = 0  # nobody above the horizon
+    weight *= (1.0 / np.maximum(radius, MIN_HEAD_RADIUS) ** 2)[:, None]  # same ground density: denser where small
+    weight[radius < MIN_HEAD_RADIUS] = 0  # nobody above the horizon, nor where heads are too small to resolve
     probability = (weight / weight.sum()).ravel()
     cells = rng.choice(probability.size, size=count, p=probability)
     centres = np.stack([cells % width, cells // width], axis=1).astype(np.float64) + 0.5
@@ -264,7 +270,7 @@ def _draw_people(rng: np.random.Generator, image: np.ndarray, centres: np.ndarra
 def _size_bin(radius: float) -> float:
     """Radii rounded to 0.25 px below 4 px and to 5 % steps above, so that stamps can be cached."""
     if radius < 4:
-        return max(round(radius * 4) / 4, 0.75)
+        return max(round(radius * 4) / 4, 0.75)  # distractors may be smaller than MIN_HEAD_RADIUS
     return round(4 * 1.05 ** round(math.log(radius / 4) / math.log(1.05)), 3)
 
 

@@ -35,6 +35,8 @@ from mis.runtime.training.config import BEST, FORMAT, KEEP, LAST, METRICS, Train
 from mis.runtime.training.data import BatchStream, to_device
 from mis.runtime.training.records import MetricsLog, MetricWindow, atomic_torch_save, scalar
 
+# Steps with a non-finite loss or gradient are skipped; this many in a row stop the run (it diverged).
+MAX_NONFINITE_IN_A_ROW = 20
 # Metrics shown in the display, in this order when present (the rest of a record stays in metrics.jsonl).
 _SHOWN = ("loss", "loss_g", "loss_d", "val_dice", "val_lsd", "pretext_dice")
 
@@ -45,6 +47,11 @@ def _as_dict(value: Any, default_name: str) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     return {default_name: value}
+
+
+def _finite(value: Any) -> bool:
+    number = scalar(value)
+    return number is None or math.isfinite(number)
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -140,6 +147,8 @@ class Trainer:
         self.best: float | None = None
         self.best_step: int | None = None
         self.last_grad_norm: float | None = None
+        self.skipped_steps = 0   # steps whose loss or gradients were not finite (weights left as they were)
+        self._nonfinite_in_a_row = 0
         self.metrics = MetricsLog(config.out_dir / METRICS, writable=self.rank == 0)
         # The moving average lives beside the models (same device), never wrapped in DDP: each rank updates it from
         # the same synchronised weights.
@@ -176,15 +185,40 @@ class Trainer:
         optimizer = optimizer or self.optimizer
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        norm = None
-        if self.config.grad_clip:
-            # Unscale first so that the threshold applies to the true gradients.
+        chosen = list(params) if params is not None else _optimizer_params(optimizer)
+        if self.scaler.is_enabled():
+            # Unscale first so that the threshold applies to the true gradients; the scaler skips the step itself
+            # when they are not finite (and lowers its scale).
             self.scaler.unscale_(optimizer)
-            chosen = list(params) if params is not None else _optimizer_params(optimizer)
-            norm = float(torch.nn.utils.clip_grad_norm_(chosen, self.config.grad_clip))
-            self.last_grad_norm = norm
+            norm = float(torch.nn.utils.clip_grad_norm_(chosen, self.config.grad_clip)) \
+                if self.config.grad_clip else None
+        else:
+            total = torch.nn.utils.get_total_norm([p.grad for p in chosen if p.grad is not None])
+            norm = float(total)
+            if not math.isfinite(norm):
+                self._skip_nonfinite_step(optimizer)
+                return norm if self.config.grad_clip else None
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grads_with_norm_(chosen, self.config.grad_clip, total)
+        self._nonfinite_in_a_row = 0
+        self.last_grad_norm = norm
         self.scaler.step(optimizer)
-        return norm
+        return norm if self.config.grad_clip else None
+
+    def _skip_nonfinite_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """A loss or gradient that is not finite leaves the weights as they are, as fp16's grad scaler does: without
+        this, one such step in bf16 or fp32 (a run of the count demo's recipe went NaN at step 6200 of 17000, a
+        single bad step) turns every weight into NaN and the rest of the run into waste. Many in a row mean the run
+        itself diverged: that stops it."""
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._nonfinite_in_a_row += 1
+        if self._nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+            raise UsageError(f"training diverged: the loss or its gradients were not finite at "
+                             f"{self._nonfinite_in_a_row} steps in a row (up to step {self.step + 1}); resume from "
+                             f"{self.config.out_dir / LAST} with a lower --lr, or train in fp32")
+        self._notice(f"{self.config.description}: step {self.step + 1}: the loss or its gradients were not finite; "
+                     f"the step was skipped ({self.skipped_steps} so far)")
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -241,7 +275,10 @@ class Trainer:
         return last
 
     def _train_step(self, batch: Any) -> dict[str, Any]:
+        skipped_before = self.skipped_steps
         metrics = self.step_fn(self, batch) if self.step_fn else self._default_step(batch)
+        if self.skipped_steps != skipped_before:   # a skipped step's NaNs would make the logged means NaN
+            metrics = {k: v for k, v in (metrics or {}).items() if _finite(v)}
         self.scaler.update()
         for scheduler in self.schedulers.values():
             scheduler.step()
@@ -304,6 +341,8 @@ class Trainer:
     def _log(self, train: Mapping[str, float], validation: Mapping[str, float], start: float) -> dict[str, Any]:
         record = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - start, 4), **train, **validation}
+        if self.skipped_steps:
+            record["skipped_steps"] = self.skipped_steps
         self.metrics.append(record)
         self._show(record)
         return record
@@ -393,6 +432,7 @@ class Trainer:
             torch.distributed.all_gather_object(ranks, local)
         return {"format": FORMAT, "step": self.step, "best": self.best, "best_step": self.best_step,
                 "max_steps": self.config.max_steps, "seconds": self._seconds_so_far(),
+                "skipped_steps": self.skipped_steps,
                 "models": {n: m.state_dict() for n, m in self.modules.items()},
                 "ema": {n: m.state_dict() for n, m in self.ema.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
@@ -434,6 +474,7 @@ class Trainer:
         self.step, self.best = int(state["step"]), state["best"]
         self.best_step = state.get("best_step")
         self.trained_seconds = float(state.get("seconds") or 0.0)
+        self.skipped_steps = int(state.get("skipped_steps") or 0)
         ranks = state["ranks"]
         mine = ranks[self.rank] if len(ranks) == self.world_size else ranks[0]
         set_rng_state(mine["rng"])
