@@ -15,6 +15,7 @@ from mis.models.sfanet import (
     DENSITY_SCALE,
     OUTPUT_STRIDE,
     SFANET_KEY_MAP,
+    ContextualModule,
     MSegNet,
     MSFANet,
     SFANet,
@@ -378,3 +379,33 @@ def test_relu_density_head_is_the_linear_head_clamped(variant):
     assert (d_linear < 0).any() and (d_linear > 0).any()  # the check below can fail both ways
     assert torch.equal(d_clamped, d_linear.clamp_min(0)) and torch.equal(a_clamped, a_linear)
     assert SFANetConfig().density_activation == "none"
+
+
+def _upstream_can_fusion(can: ContextualModule, f: torch.Tensor) -> torch.Tensor:
+    """Upstream's CAN weighting as written there: sum_k sigmoid(z_k) s_k / sum_k sigmoid(z_k)."""
+    num, den = torch.zeros_like(f), torch.zeros_like(f)
+    for scale in can.scales:
+        s = torch.nn.functional.interpolate(scale(f), size=f.shape[-2:], mode="bilinear", align_corners=False)
+        w = torch.sigmoid(can.weight_net(f - s))
+        num, den = num + w * s, den + w
+    return torch.relu(can.bottleneck(torch.cat([num / den, f], 1)))
+
+
+def test_can_is_upstreams_ratio_and_finite_where_upstreams_is_nan():
+    """A bf16 training run of the demo recipe drove every CAN weight logit below -88 at some pixel: upstream's 0 / 0
+    there was NaN (then BatchNorm's running statistics, then every output)."""
+    torch.manual_seed(0)
+    can = ContextualModule(8, 8, (1, 2, 3, 6)).eval()
+    f = torch.randn(2, 8, 12, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(can(f), _upstream_can_fusion(can, f), rtol=1e-5, atol=1e-6)
+        can.weight_net.bias.fill_(-200.0)
+        assert torch.isnan(_upstream_can_fusion(can, f)).any()
+        out = can(f)
+        assert torch.isfinite(out).all()
+        # the limit: the scale with the largest logit wins; with equal logits everywhere, their mean
+        can.weight_net.weight.zero_()
+        scaled = torch.stack([torch.nn.functional.interpolate(s(f), size=(12, 16), mode="bilinear",
+                                                              align_corners=False) for s in can.scales])
+        want = torch.relu(can.bottleneck(torch.cat([scaled.mean(0), f], 1)))
+        torch.testing.assert_close(can(f), want, rtol=1e-5, atol=1e-6)

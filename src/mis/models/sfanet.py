@@ -240,14 +240,14 @@ class ContextualModule(nn.Module):
 
     def forward(self, f: Tensor) -> Tensor:
         size = f.shape[-2:]
-        num = torch.zeros_like(f)
-        den = torch.zeros_like(f)
-        for scale in self.scales:
-            s = F.interpolate(scale(f), size=size, mode="bilinear", align_corners=False)  # [B, C, h, w]
-            w = torch.sigmoid(self.weight_net(f - s))
-            num = num + w * s
-            den = den + w
-        return F.relu(self.bottleneck(torch.cat([num / den, f], 1)))
+        scaled = [F.interpolate(scale(f), size=size, mode="bilinear", align_corners=False) for scale in self.scales]
+        logits = torch.stack([self.weight_net(f - s) for s in scaled])        # [S, B, C, h, w]
+        # Upstream's sum_k sigmoid(z_k) s_k / sum_k sigmoid(z_k), as a softmax of log-sigmoids: the same ratio, but
+        # where every sigmoid underflows to 0 (z below about -88, which bf16 training reached) upstream's 0 / 0 is
+        # NaN, and one NaN pixel turns BatchNorm's running statistics, and so every later output, into NaN.
+        weights = torch.softmax(F.logsigmoid(logits.float()), dim=0).to(f.dtype)
+        fused = (weights * torch.stack(scaled)).sum(dim=0)                      # [B, C, h, w]
+        return F.relu(self.bottleneck(torch.cat([fused, f], 1)))
 
 
 class _ASPPBranch(nn.Module):

@@ -276,8 +276,14 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> dict[str, Any]:
         skipped_before = self.skipped_steps
+        # BatchNorm's running statistics change in the forward pass, before a step can be found non-finite
+        buffers = {name: [b.detach().clone() for b in module.buffers()] for name, module in self.modules.items()}
         metrics = self.step_fn(self, batch) if self.step_fn else self._default_step(batch)
-        if self.skipped_steps != skipped_before:   # a skipped step's NaNs would make the logged means NaN
+        if self.skipped_steps != skipped_before:
+            for name, module in self.modules.items():
+                for current, saved in zip(module.buffers(), buffers[name]):
+                    current.copy_(saved)
+            # a skipped step's NaNs would make the logged means NaN
             metrics = {k: v for k, v in (metrics or {}).items() if _finite(v)}
         self.scaler.update()
         for scheduler in self.schedulers.values():
