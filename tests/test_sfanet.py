@@ -392,8 +392,8 @@ def _upstream_can_fusion(can: ContextualModule, f: torch.Tensor) -> torch.Tensor
 
 
 def test_can_is_upstreams_ratio_and_finite_where_upstreams_is_nan():
-    """A bf16 training run of the demo recipe drove every CAN weight logit below -88 at some pixel: upstream's 0 / 0
-    there was NaN (then BatchNorm's running statistics, then every output)."""
+    """Where every CAN weight logit is below about -88, upstream's 0 / 0 is NaN (then BatchNorm's running statistics,
+    then every output): the network's only division, and the suspect in a bf16 demo run that went NaN."""
     torch.manual_seed(0)
     can = ContextualModule(8, 8, (1, 2, 3, 6)).eval()
     f = torch.randn(2, 8, 12, 16)
@@ -403,9 +403,6 @@ def test_can_is_upstreams_ratio_and_finite_where_upstreams_is_nan():
         assert torch.isnan(_upstream_can_fusion(can, f)).any()
         out = can(f)
         assert torch.isfinite(out).all()
-        # the limit: the scale with the largest logit wins; with equal logits everywhere, their mean
-        can.weight_net.weight.zero_()
-        scaled = torch.stack([torch.nn.functional.interpolate(s(f), size=(12, 16), mode="bilinear",
-                                                              align_corners=False) for s in can.scales])
-        want = torch.relu(can.bottleneck(torch.cat([scaled.mean(0), f], 1)))
-        torch.testing.assert_close(can(f), want, rtol=1e-5, atol=1e-6)
+        # there the fused context is 0: the bottleneck sees only the features themselves
+        zero = torch.relu(can.bottleneck(torch.cat([torch.zeros_like(f), f], 1)))
+        torch.testing.assert_close(out, zero)

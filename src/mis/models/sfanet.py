@@ -240,13 +240,19 @@ class ContextualModule(nn.Module):
 
     def forward(self, f: Tensor) -> Tensor:
         size = f.shape[-2:]
-        scaled = [F.interpolate(scale(f), size=size, mode="bilinear", align_corners=False) for scale in self.scales]
-        logits = torch.stack([self.weight_net(f - s) for s in scaled])        # [S, B, C, h, w]
-        # Upstream's sum_k sigmoid(z_k) s_k / sum_k sigmoid(z_k), as a softmax of log-sigmoids: the same ratio, but
-        # where every sigmoid underflows to 0 (z below about -88, which bf16 training reached) upstream's 0 / 0 is
-        # NaN, and one NaN pixel turns BatchNorm's running statistics, and so every later output, into NaN.
-        weights = torch.softmax(F.logsigmoid(logits.float()), dim=0).to(f.dtype)
-        fused = (weights * torch.stack(scaled)).sum(dim=0)                      # [B, C, h, w]
+        num = torch.zeros_like(f)
+        den = torch.zeros_like(f)
+        for scale in self.scales:
+            s = F.interpolate(scale(f), size=size, mode="bilinear", align_corners=False)  # [B, C, h, w]
+            w = torch.sigmoid(self.weight_net(f - s))
+            num = num + w * s
+            den = den + w
+        # Where every sigmoid underflows to 0 (logits below about -88), upstream's num / den is 0 / 0 = NaN, and one
+        # NaN pixel turns BatchNorm's running statistics, and then every output, into NaN: there the fused context
+        # is 0 instead. (A bf16 run of the count demo's recipe went NaN in its forward pass after 7800 steps; this is
+        # the network's only division.) Elsewhere this is upstream's ratio exactly (a softmax of log-sigmoids would
+        # also be finite, but doubled the module's training time).
+        fused = num / den.clamp_min(torch.finfo(den.dtype).tiny)
         return F.relu(self.bottleneck(torch.cat([fused, f], 1)))
 
 
