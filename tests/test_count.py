@@ -189,7 +189,7 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     assert bad.exit_code == 2 and "multiple of 16" in bad.output
     for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on"),
                            (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet"),
-                           (["--keep", "first"], "best or last")):
+                           (["--keep", "first"], "best or last"), (["--zoom", "0.5"], "--zoom")):
         bad = runner.invoke(app(), ["train", "count", *flags, "-o", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not (tmp_path / "bad").exists()
@@ -251,6 +251,29 @@ def test_the_count_term_adds_the_l1_error_of_each_crops_total():
     with_count, _ = make_loss(2.0)(Fixed(), batch)
     assert float(parts["count_l1"]) == pytest.approx(8.0)
     assert float(with_count - plain) == pytest.approx(16.0)
+
+
+def test_zoomed_crops_are_smaller_windows_enlarged_with_their_count_kept():
+    from mis.pipelines.count.train import CountTrainOptions, Sample, batch_sampler
+
+    uniform = 0.01                                   # people per pixel everywhere: a window's count is its area
+    image = np.tile(np.arange(96, dtype=np.uint8)[None, :, None], (96, 1, 3))
+    pool = [Sample(image, np.full((96, 96), uniform, np.float32), uniform * 96 * 96)]
+    preprocessing = preprocessing_for(3) | {"density_scale": 1.0}
+
+    def crop_counts(zoom: float) -> np.ndarray:
+        options = CountTrainOptions(out=Path("unused"), crop=32, batch_size=64, density_scale=1.0, zoom=zoom)
+        batch = batch_sampler(pool, options, preprocessing)(np.random.default_rng(0), 0)
+        assert batch["image"].shape == (64, 3, 32, 32) and batch["density"].shape == (64, 1, 16, 16)
+        return batch["density"].sum(dim=(1, 2, 3)).numpy() / uniform
+
+    plain, zoomed = crop_counts(1.0), crop_counts(2.0)
+    np.testing.assert_allclose(plain, 32 * 32, rtol=1e-5)
+    sides = np.sqrt(zoomed)                          # the side of the window each crop was cut from
+    windows = np.round(sides)
+    np.testing.assert_allclose(sides, windows, atol=1e-2)
+    assert windows.min() >= 16 and windows.max() <= 32
+    assert 16 <= (windows < 32).sum() <= 48          # about half the crops enlarged, by up to 2x
 
 
 def test_one_image_to_a_named_npy_puts_the_overlay_beside_it(tmp_path, checkpoint):

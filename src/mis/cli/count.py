@@ -82,6 +82,8 @@ def train_count(
     val_scenes: int = typer.Option(16, "--val-scenes", min=0, help="Fresh synthetic scenes to validate on"),
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate and ship a moving "
                                     "average of the weights with this decay per step (0: off; e.g. 0.999)"),
+    zoom: float = typer.Option(1.0, "--zoom", min=1.0, max=8.0, help="Enlarge half the crops by a random factor "
+                               "up to this (1: off; 2: heads up to twice their size, where the scenes have few)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations"),
     keep: str = typer.Option("best", "--keep", help="The weights to write: best (the best validation check's) or "
                              "last (the last step's; with --resume on a finished run, writes them without training)"),
@@ -125,7 +127,7 @@ def train_count(
     network = presets[preset](variant, density_activation=density_activation, **extra)
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
                                 density_scale=density_scale, count_weight=count_weight, synthetic=synthetic,
-                                val_scenes=val_scenes, ema_decay=ema_decay, keep=keep,
+                                val_scenes=val_scenes, ema_decay=ema_decay, keep=keep, zoom=zoom,
                                 validate_every=validate_every, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())

@@ -67,6 +67,7 @@ class CountTrainOptions(RunOptions):
     synthetic_size: tuple[int, int] = (256, 320)
     val_scenes: int = 16
     validate_every: int = 250
+    zoom: float = 1.0               # > 1: half the crops are enlarged by a factor log-uniform in [1, zoom]
 
 
 @dataclass
@@ -123,9 +124,33 @@ def _augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
+def _zoom_factor(rng: np.random.Generator, zoom: float) -> float:
+    """1 for half the crops; for the others log-uniform in [1, zoom]. No draw at all when zoom is off, so runs
+    without it take the same crops as before it existed."""
+    if zoom <= 1.0 or rng.random() < 0.5:
+        return 1.0
+    return math.exp(rng.uniform(0.0, math.log(zoom)))
+
+
+def _enlarged(image: np.ndarray, density: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A square window enlarged to size x size (bilinear): the image as float32 0-255, the density spread over the
+    larger area with its total kept exactly (the count of the window is the count of the crop)."""
+    def resized(array: np.ndarray) -> np.ndarray:  # [H, W, C] -> [size, size, C]
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+        out = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+        return out[0].permute(1, 2, 0).numpy()
+
+    total = float(density.sum())
+    grown = resized(density[..., None])[..., 0].clip(min=0.0)
+    if total > 0:
+        grown *= total / max(float(grown.sum()), 1e-12)
+    return resized(image), np.ascontiguousarray(grown, dtype=np.float32)
+
+
 def batch_sampler(pool: list[Sample], options: CountTrainOptions, preprocessing: dict) -> Callable:
-    """Random crops (flipped half the time) -> normalised images (as the pipeline normalises them: the card's
-    mean / std), density and attention targets at stride 2."""
+    """Random crops (flipped half the time; with `zoom`, half of them cut smaller and enlarged to the crop size)
+    -> normalised images (as the pipeline normalises them: the card's mean / std), density and attention targets at
+    stride 2."""
     crop, s = options.crop, OUTPUT_STRIDE
     mean, std = np.asarray(preprocessing["mean"], np.float32), np.asarray(preprocessing["std"], np.float32)
 
@@ -134,9 +159,12 @@ def batch_sampler(pool: list[Sample], options: CountTrainOptions, preprocessing:
         for _ in range(options.batch_size):
             item = pool[int(rng.integers(len(pool)))]
             h, w = item.density.shape
-            y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-            image = item.image[y:y + crop, x:x + crop]
-            density = item.density[y:y + crop, x:x + crop]
+            window = max(SIZE_MULTIPLE, int(round(crop / _zoom_factor(rng, options.zoom))))
+            y, x = int(rng.integers(0, h - window + 1)), int(rng.integers(0, w - window + 1))
+            image = item.image[y:y + window, x:x + window]
+            density = item.density[y:y + window, x:x + window]
+            if window != crop:
+                image, density = _enlarged(image, density, crop)
             if rng.random() < 0.5:
                 image, density = image[:, ::-1], density[:, ::-1]
             images.append(normalise(_augment(image, rng), mean, std, options.network.in_channels))
@@ -190,6 +218,8 @@ def check_options(options: CountTrainOptions, has_images: bool, has_val_images: 
         raise UsageError("nothing to train on: give annotated images or --synthetic > 0")
     if options.val_scenes == 0 and not has_val_images:
         raise UsageError("nothing to validate on: give --val-images or --val-scenes > 0")
+    if options.zoom < 1.0:
+        raise UsageError(f"--zoom {options.zoom} must be >= 1 (1: off; 2: up to twice as large)")
     if options.crop % SIZE_MULTIPLE:
         raise UsageError(f"--crop {options.crop} must be a multiple of {SIZE_MULTIPLE} (the network's pooling)")
     if options.synthetic and options.crop > min(options.synthetic_size):
@@ -244,7 +274,8 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
                "best_step": trainer.best_step, "shipped_step": shipped.get("step", trainer.step), "seconds": seconds}
     training = {"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop, "lr": options.lr,
                 "sigma": options.sigma, "count_weight": options.count_weight,
-                "ema_decay": options.ema_decay, "kept": options.keep, "synthetic_scenes": options.synthetic,
+                "ema_decay": options.ema_decay, "kept": options.keep, "zoom": options.zoom,
+                "synthetic_scenes": options.synthetic,
                 "synthetic_size": list(options.synthetic_size), "annotated_images": [p.name for p in images],
                 "validation_images": [p.name for p in val_images], "seed": options.seed, "command": options.command}
     card = build_card("sfanet", options.network.to_dict(), task=TASK, preprocessing=preprocessing,
