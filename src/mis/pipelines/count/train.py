@@ -5,7 +5,8 @@ Images with head points (ShanghaiTech `.mat`, UCF-QNRF `.mat`, JSON, CSV or txt 
 would cost more than the step on a CPU) give density targets made once per image with the sigma rule (`density.py`;
 upstream's SHA recipe is a fixed sigma of 5 px), counts kept exactly at the borders.
 
-Each step takes random crops with horizontal flips, gamma 0.5-1.5 and 10 % grayscale (upstream's augmentation);
+Each step takes random crops with horizontal flips, gamma 0.5-1.5 and 10 % grayscale (upstream's augmentation;
+`zoom` > 1 also enlarges half the crops, cut from smaller windows: measured and not used by the demos);
 the target is the crop's density downsampled to the output stride (count kept) times `density_scale`, and the
 attention target is the crop's density > 0.001 downsampled the same way (a soft 0-1 mask). Loss, as upstream:
 MSE(sum) on the density + 0.1 BCE(sum) on the attention, both divided by the batch size; plus, beyond upstream,
