@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -162,8 +163,10 @@ def resize_density(density: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resized.astype(np.float32)
 
 
+@lru_cache(maxsize=256)
 def _overlap_matrix(size_in: int, size_out: int):
-    """Sparse (size_out, size_in): entry [i, j] = the fraction of input pixel j that lies in output cell i."""
+    """Sparse (size_out, size_in): entry [i, j] = the fraction of input pixel j that lies in output cell i. Cached:
+    training resamples every crop with the same few sizes (read only: callers multiply, never write)."""
     from scipy.sparse import csr_matrix
 
     edges = np.arange(size_out + 1, dtype=np.float64) * (size_in / size_out)  # output edges in input pixels

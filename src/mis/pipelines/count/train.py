@@ -42,7 +42,7 @@ from mis.io.image import read_image
 from mis.io.points import check_points_in_image, points_file_for, read_points
 from mis.models.sfanet import OUTPUT_STRIDE, SIZE_MULTIPLE, SFANet, SFANetConfig
 from mis.pipelines.count.density import (attention_target, count_metrics, density_from_points, downsample_density,
-                                         parse_sigma)
+                                         parse_sigma, resize_density)
 from mis.pipelines.count.pipeline import TASK, CountPipeline, normalise, preprocessing_for
 from mis.pipelines.count.synthetic import make_crowd_scene
 from mis.runtime.training import KEEP, RunOptions, StepSeededBatches, TrainConfig, Trainer, resume_settings
@@ -134,18 +134,11 @@ def _zoom_factor(rng: np.random.Generator, zoom: float) -> float:
 
 
 def _enlarged(image: np.ndarray, density: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A square window enlarged to size x size (bilinear): the image as float32 0-255, the density spread over the
-    larger area with its total kept exactly (the count of the window is the count of the crop)."""
-    def resized(array: np.ndarray) -> np.ndarray:  # [H, W, C] -> [size, size, C]
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
-        out = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
-        return out[0].permute(1, 2, 0).numpy()
-
-    total = float(density.sum())
-    grown = resized(density[..., None])[..., 0].clip(min=0.0)
-    if total > 0:
-        grown *= total / max(float(grown.sum()), 1e-12)
-    return resized(image), np.ascontiguousarray(grown, dtype=np.float32)
+    """A square window enlarged to size x size: the image bilinearly (float32 0-255), the density by the area
+    resampling that keeps its total (the count of the window is the count of the crop)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    grown = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    return grown.numpy(), resize_density(density, (size, size))
 
 
 def batch_sampler(pool: list[Sample], options: CountTrainOptions, preprocessing: dict) -> Callable:
