@@ -199,6 +199,38 @@ def test_training_can_start_from_a_checkpoint_of_the_same_network(tiny_vocoder, 
         train_vocoder(clips, other)
 
 
+def test_training_through_the_phase_refinement_reaches_the_amplitude_and_picks_by_pitch(tmp_path):
+    import dataclasses
+
+    from mis.errors import UsageError
+    from mis.models.discriminators import DiscriminatorConfig
+    from mis.pipelines.vocoder.train import VocoderTrainOptions, refined_output, train_vocoder
+
+    torch.manual_seed(0)
+    wave = torch.from_numpy(speech_like(0.5))[None]
+    target = L.targets(wave, MEL_22K)
+    options = VocoderTrainOptions(out=tmp_path / "run", network=TINY, steps=2, batch_size=2, segment=2048,
+                                  val_files=1, validate_every=1, progress=False, phase_refine=4, refined_weight=45.0,
+                                  discriminator=DiscriminatorConfig(channels=4, scale_channels=8))
+    generator = APNet(TINY)
+    logamp = target["logamp"].clone().requires_grad_(True)
+    phase = torch.zeros_like(logamp, requires_grad=True)
+    loss = L.multi_resolution_stft_loss(refined_output(generator, logamp, phase, options)[:, :wave.shape[1]], wave)
+    loss.backward()
+    assert logamp.grad.abs().sum() > 0 and phase.grad is None   # the phase predictor keeps its own losses
+    halved = refined_output(generator, target["logamp"] - math.log(2), phase.detach(), options)[:, :wave.shape[1]]
+    assert float(L.multi_resolution_stft_loss(halved, wave)) > float(loss.detach()) + 0.1
+    clips = []
+    for i in range(2):
+        clips.append(tmp_path / f"clip{i}.wav")
+        sf.write(clips[-1], speech_like(1.0, seed=i), 22050)
+    card = read_card(train_vocoder(clips, options)["checkpoint"])
+    assert card["training"]["refined_weight"] == 45.0 and card["training"]["best_metric"] == "val_f0"
+    assert card["metrics"]["val_f0"] is not None and card["inference"]["phase_refine"] == 4
+    with pytest.raises(UsageError, match="give --phase-refine"):
+        train_vocoder(clips, dataclasses.replace(options, out=tmp_path / "other", phase_refine=0))
+
+
 def test_cli_mel_then_vocode_and_bad_inputs(tiny_vocoder, tmp_path):
     wav = tmp_path / "speech.wav"
     sf.write(wav, speech_like(0.6, rate=16000), 16000)  # another rate: `mis mel` resamples

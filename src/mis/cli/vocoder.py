@@ -99,6 +99,11 @@ def train_vocoder(
                                       "paper, 0 = APNet's losses; keeps the pitch harmonics' peaks)"),
     amplitude_weight: float = typer.Option(45.0, "--amplitude-weight", min=0.0, help="Weight of the log-amplitude "
                                            "MSE (the paper: 45)"),
+    refined_weight: float = typer.Option(0.0, "--refined-weight", min=0.0, help="Weight of a multi-resolution "
+                                         "STFT loss on the refined output (the amplitude trained through the "
+                                         "--phase-refine iterations; 0 = off); its pitch then picks the weights"),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Clip the generator's "
+                                              "gradient norm (default: off; see --refined-weight in the README)"),
     validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validations (the "
                                        "shipped weights are the best validation's)"),
     init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False, help="Start from this "
@@ -137,7 +142,7 @@ def train_vocoder(
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
         progress=runtime.chatty, phase_refine=phase_refine, convergence_weight=convergence,
         separate_amplitude=not joint_losses, amplitude_weight=amplitude_weight, validate_every=validate_every,
-        init=init, command=command_line())
+        init=init, refined_weight=refined_weight, grad_clip=grad_clip, command=command_line())
     log = training_log(runtime)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:

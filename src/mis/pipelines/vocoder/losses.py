@@ -10,6 +10,10 @@ L_G = 45 L_A + 100 L_P + 20 L_S + (L_GAN + L_FM + 45 L_mel), with
 - L_S: STFT consistency (the predicted spectrum vs the STFT of its own inverse STFT) + 2.25 x L1 of
   the real and imaginary parts against the target;
 - L_mel: L1 between the log-mels of the real and generated waveforms;
+- (ours, `refined_weight`, 0 = off) a multi-resolution STFT loss (spectral convergence + log-magnitude L1 at 512-,
+  1024- and 2048-point windows, as in Parallel WaveGAN) on the waveform `mis vocode` plays by default: the network's
+  amplitude with the phase Griffin-Lim refines on it. It reaches the amplitude through the refinement, which is where
+  the pitch is kept or lost (README, vocoder); the 2048-point window resolves harmonics 11 Hz apart at 22.05 kHz;
 - LSGAN generator/discriminator terms over all sub-discriminators and feature matching L1 x 2
   (`mis.models.discriminators`, shared with the bandwidth extension).
 """
@@ -26,6 +30,7 @@ WEIGHT_SPECTRUM = 20.0
 WEIGHT_REAL_IMAG = 2.25
 WEIGHT_MEL = 45.0
 WEIGHT_CONVERGENCE = 45.0   # the default for our training; the paper has none
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))   # (n_fft = window, hop) of the refined output's loss
 
 
 def targets(wave: torch.Tensor, config: MelConfig) -> dict[str, torch.Tensor]:
@@ -61,3 +66,18 @@ def mel_loss(generated: torch.Tensor, real_mel: torch.Tensor, config: MelConfig,
     generated_mel = log_mel(generated, config, fbank)
     frames = min(generated_mel.shape[-1], real_mel.shape[-1])
     return F.l1_loss(generated_mel[..., :frames], real_mel[..., :frames])
+
+
+def multi_resolution_stft_loss(generated: torch.Tensor, reference: torch.Tensor,
+                               resolutions=STFT_RESOLUTIONS) -> torch.Tensor:
+    """Mean over resolutions of spectral convergence + L1 of the log-magnitudes, [B, samples] each (fp32)."""
+    total = generated.new_zeros(())
+    for n_fft, hop in resolutions:
+        window = torch.hann_window(n_fft, device=generated.device)
+        spectra = [torch.stft(x.float(), n_fft, hop, window=window, return_complex=True).abs()
+                   for x in (generated, reference)]
+        ours, truth = (s.clamp_min(AMPLITUDE_EPS) for s in spectra)
+        convergence = (torch.linalg.vector_norm((truth - ours).flatten(1), dim=1)
+                       / torch.linalg.vector_norm(truth.flatten(1), dim=1).clamp_min(1e-3)).mean()
+        total = total + convergence + F.l1_loss(torch.log(ours), torch.log(truth))
+    return total / len(resolutions)

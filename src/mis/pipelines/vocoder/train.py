@@ -24,7 +24,7 @@ from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
 from mis.models import discriminators as D
 from mis.models.discriminators import DiscriminatorConfig, Discriminators
 from mis.pipelines.vocoder import losses as L
-from mis.pipelines.vocoder.evaluate import log_spectral_distance, pesq_wideband
+from mis.pipelines.vocoder.evaluate import f0_rmse_cents, log_spectral_distance, pesq_wideband
 from mis.pipelines.vocoder.mel import MEL_22K
 from mis.pipelines.vocoder.pipeline import TASK
 from mis.transforms.audio import MelConfig, framing_mismatches, griffin_lim, log_mel, mel_filterbank, read_audio_at
@@ -60,6 +60,14 @@ class VocoderTrainOptions(RunOptions):
     # the loud harmonic peaks down (README, vocoder). False: upstream's joint losses.
     separate_amplitude: bool = True
     init: Path | None = None      # start from this checkpoint's generator weights (same network) instead of the prior
+    # Weight of the multi-resolution STFT loss on the refined output (the network's amplitude with the phase that
+    # `phase_refine` Griffin-Lim iterations make of it, back-propagated through them to the amplitude); 0: off.
+    # With it the pitch of the refined output is validated too, and picks the weights to ship.
+    refined_weight: float = 0.0
+    # Clip the generator's gradient norm (None: off). Gradients through the refinement are spiky: the unit phasors
+    # of bins the inverse STFT leaves near zero move a lot for a small change (norms 2e3-2e8 where the spectral
+    # convergence gives 5), and an unclipped run diverged within 200 steps.
+    grad_clip: float | None = None
 
 
 def load_clips(paths: list[Path], sample_rate: int) -> list[np.ndarray]:
@@ -109,6 +117,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         fb = fbank.to(audio.device)
         with trainer.autocast():
             logamp, phase, real, imag, generated = generator(log_mel(audio, cfg, fb))   # segment + context
+        whole_logamp, whole_phase = logamp, phase
         # the losses see the segment only: its frames had real audio across their whole receptive field
         inside = slice(context, context + frames)
         if options.separate_amplitude:   # the phase-dependent terms see the amplitude as a constant
@@ -129,17 +138,30 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         spectral = L.spectral_losses(output, target, cfg, options.convergence_weight, options.amplitude_weight)
         loss_mel = L.mel_loss(generated, mel, cfg, fb)
         loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
+        if options.refined_weight:
+            refined = refined_output(trainer.module("generator"), whole_logamp, whole_phase, options)
+            metrics["refined"] = L.multi_resolution_stft_loss(refined[:, edge:edge + options.segment], wave)
+            loss_g = loss_g + options.refined_weight * metrics["refined"]
         if use_gan:
             with trainer.autocast():
                 real_out, fake_out = discriminator(wave[:, None]), discriminator(generated[:, None])
             loss_g = loss_g + D.generator_adversarial_loss(fake_out) + D.feature_matching_loss(real_out, fake_out)
         trainer.backward_step(loss_g, trainer.optimizers["generator"])
+        metrics = {name: value.detach() for name, value in metrics.items()}
         metrics.update({"loss_g": loss_g.detach(), "amplitude": spectral["amplitude"].detach(),
                         "convergence": spectral["convergence"].detach(),
                         "ip": spectral["ip"].detach(), "mel_l1": loss_mel.detach()})
         return metrics
 
     return step
+
+
+def refined_output(generator: APNet, logamp: torch.Tensor, phase: torch.Tensor,
+                   options: VocoderTrainOptions) -> torch.Tensor:
+    """The waveform `mis vocode` plays by default: Griffin-Lim from the network's phase (a constant here: the phase
+    predictor keeps its own losses) on the network's amplitude, differentiable in the amplitude."""
+    refined = griffin_lim(torch.exp(logamp.float()), phase.detach().float(), options.mel, options.phase_refine)
+    return generator.synthesize(logamp.float(), refined)[2]
 
 
 def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
@@ -149,7 +171,7 @@ def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fba
     @torch.no_grad()
     def validate(trainer: Trainer) -> dict:
         generator = trainer.module("generator")
-        lsd, pesq = [], []
+        lsd, pesq, f0 = [], [], []
         for clip in val_clips:
             wave = torch.from_numpy(clip[:seconds])[None].to(trainer.device)
             logamp, phase = generator.spectra(log_mel(wave, cfg, fbank.to(wave.device)))
@@ -159,9 +181,13 @@ def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fba
                 refined = griffin_lim(torch.exp(logamp.float()), phase.float(), cfg, options.phase_refine)
                 default = generator.synthesize(logamp, refined)[2][0, :wave.shape[-1]].cpu().numpy()
                 pesq.append(pesq_wideband(default, clip[:seconds], cfg.sample_rate) or 1.0)
+                if options.refined_weight:
+                    f0.append(f0_rmse_cents(default, clip[:seconds], cfg.sample_rate))
         metrics = {"val_lsd": float(np.mean(lsd))} if lsd else {}
         if pesq:
             metrics["val_pesq"] = float(np.mean(pesq))
+        if f0:   # a clip with no frame voiced in both counts as a full semitone off
+            metrics["val_f0"] = float(np.mean([100.0 if cents is None else cents for cents in f0]))
         return metrics
 
     return validate
@@ -171,7 +197,8 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
     training = {"steps": options.steps, "gan_start": options.gan_start, "batch_size": options.batch_size,
                 "segment": options.segment, "lr": options.lr, "seed": options.seed,
                 "context_frames": context_of(options), "convergence_weight": options.convergence_weight,
-                "amplitude_weight": options.amplitude_weight,
+                "amplitude_weight": options.amplitude_weight, "refined_weight": options.refined_weight,
+                "grad_clip": options.grad_clip,
                 "separate_amplitude": options.separate_amplitude, "best_metric": best_metric(options),
                 "init": options.init.name if options.init else None,
                 "discriminator": options.discriminator.to_dict(),
@@ -183,8 +210,15 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
 
 def best_metric(options: VocoderTrainOptions) -> str:
     """What picks the weights to ship: the held-out PESQ of the default inference when the model refines its phase
-    (what users will hear), else the pure network's LSD."""
-    return "val_pesq" if options.phase_refine else "val_lsd"
+    (what users will hear), its F0 RMSE when training through the refinement (the pitch is what that loss is for),
+    else the pure network's LSD."""
+    if options.phase_refine:
+        return "val_f0" if options.refined_weight else "val_pesq"
+    return "val_lsd"
+
+
+def best_mode(options: VocoderTrainOptions) -> str:
+    return "max" if best_metric(options) == "val_pesq" else "min"
 
 
 def start_on_the_prior(generator: APNet) -> None:
@@ -205,6 +239,8 @@ def check_options(options: VocoderTrainOptions) -> None:
         raise UsageError(f"network and mel convention disagree on n_fft/hop/win/n_mels: {', '.join(differ)}")
     if options.segment % mel.hop_length:
         raise UsageError(f"--segment must be a multiple of the hop ({mel.hop_length})")
+    if options.refined_weight and not options.phase_refine:
+        raise UsageError("--refined-weight trains through the phase refinement: give --phase-refine N too")
 
 
 def start_from(generator: APNet, path: Path) -> None:
@@ -237,11 +273,11 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
     gamma = options.lr_decay ** (1 / 100)
     schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(opt, gamma) for name, opt in optimizers.items()}
     fbank = mel_filterbank(options.mel)
-    config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=None,
+    config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=options.grad_clip,
                          precision=options.precision, checkpoint_every=max(options.validate_every, 1),
                          log_every=50, validate_every=options.validate_every if val_clips else 0,
                          best_metric=best_metric(options) if val_clips else None,
-                         best_mode="max" if options.phase_refine else "min", seed=options.seed,
+                         best_mode=best_mode(options), seed=options.seed,
                          device=options.device, resume=options.resume, progress=options.progress,
                          description="APNet", settings=resume_settings(options))
     trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, schedulers, config,
@@ -258,6 +294,7 @@ def train_vocoder(paths: list[Path], options: VocoderTrainOptions, log: Callable
     best = trainer.restore_best() if val_clips else None   # ship the best validation's weights
     model = trainer.module("generator").cpu().eval()
     metrics = {"val_lsd": (best or result).get("val_lsd"), "val_pesq": (best or result).get("val_pesq"),
+               "val_f0": (best or result).get("val_f0"),
                "best_step": (best or {}).get("best_step"), "final_val_lsd": result.get("val_lsd"),
                "seconds": seconds}
     path = options.out / "model.safetensors"
