@@ -148,6 +148,29 @@ def test_spectral_convergence_weighs_the_loud_harmonics():
     assert float(L.spectral_losses(output, target, MEL_22K, 45.0)["total"] - paper) > 1.0
 
 
+def test_frame_convergence_counts_the_quiet_frames_the_segment_wide_ratio_ignores():
+    amplitude = torch.full((1, 513, 8), 1e-3)
+    amplitude[..., :6] = 1.0                                    # six loud frames, then two quiet ones (a voicing offset)
+    amplitude[..., 6:] = 0.15
+    target = torch.log(amplitude + 1e-5)
+    quiet_halved = target.clone()
+    quiet_halved[..., 6:] = torch.log(0.5 * amplitude[..., 6:])
+    assert float(L.spectral_convergence(quiet_halved, target)) < 0.05
+    assert abs(float(L.frame_convergence(quiet_halved, target)) - 0.5 * 2 / 8) < 0.01   # 2 of 8 frames off by half
+    silent = target.clone()
+    silent[..., 6:] = math.log(1e-5)                          # silent frames floored: their noise cannot take over
+    silent_target = silent.clone()
+    silent_target[..., 6:] = math.log(2e-5)
+    assert float(L.frame_convergence(silent, silent_target)) < 0.01
+    output = {"logamp": quiet_halved, "phase": torch.zeros_like(target), "real": torch.zeros_like(target),
+              "imag": torch.zeros_like(target)}
+    targets = {"logamp": target, "phase": torch.zeros_like(target), "real": torch.zeros_like(target),
+               "imag": torch.zeros_like(target)}
+    plain = L.spectral_losses(output, targets, MEL_22K, 45.0, 0.0)["total"]
+    framed = L.spectral_losses(output, targets, MEL_22K, 45.0, 0.0, frame_convergence_weight=45.0)["total"]
+    assert abs(float(framed - plain) - 45 * 0.125) < 0.5
+
+
 def test_metrics_and_griffin_lim_baseline():
     wave = speech_like(1.5)
     perfect = score_pair(wave, wave, MEL_22K)
@@ -192,7 +215,10 @@ def test_training_can_start_from_a_checkpoint_of_the_same_network(tiny_vocoder, 
     result = train_vocoder(clips, options)     # a learning rate of 0: the weights stay the checkpoint's
     start, trained = read_state(tiny_vocoder), read_state(result["checkpoint"])
     assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in start)
-    assert read_card(result["checkpoint"])["training"]["init"] == tiny_vocoder.name
+    card = read_card(result["checkpoint"])
+    assert card["training"]["init"] == tiny_vocoder.name
+    assert card["training"]["init_training"] == {"command": read_card(tiny_vocoder).get("training", {}).get("command"),
+                                                 "seconds": read_card(tiny_vocoder).get("metrics", {}).get("seconds")}
     wider = dataclasses.replace(TINY, asp_channels=TINY.asp_channels * 2)
     other = dataclasses.replace(options, out=tmp_path / "other", network=wider)
     with pytest.raises(UsageError, match="not an APNet checkpoint of the network"):
@@ -520,6 +546,24 @@ def test_f0_frame_error_counts_gross_pitch_and_voicing_errors():
     half_silent = voice.copy()
     half_silent[rate // 2:] = 0
     assert 35 < f0_frame_error(half_silent, voice, rate) < 65    # the voicing lost in half the frames
+
+
+def test_f0_rmse_splits_into_voicing_boundaries_and_held_pitch():
+    from mis.pipelines.vocoder.evaluate import _rmse_cents_split, near_voicing_changes
+
+    reference = np.array([0] * 2 + [200] * 14 + [0] * 4, dtype=float)
+    near = np.flatnonzero(near_voicing_changes(reference))
+    assert near.tolist() == [0, 1, 2, 3, 4, 13, 14, 15, 16, 17, 18]   # 3 frames either side of each change
+    onset_sharp = reference.copy()
+    onset_sharp[2] *= 2 ** (100 / 1200)                  # a semitone sharp on the first voiced frame only
+    split = _rmse_cents_split(onset_sharp, reference)
+    assert split["f0_rmse_interior_cents"] == 0.0
+    assert abs(split["f0_rmse_boundary_cents"] - 100 / math.sqrt(6)) < 0.1   # 6 voiced frames near a change
+    held_flat = reference.copy()
+    held_flat[8] *= 2 ** (-100 / 1200)
+    split = _rmse_cents_split(held_flat, reference)
+    assert split["f0_rmse_boundary_cents"] == 0.0
+    assert abs(split["f0_rmse_interior_cents"] - 100 / math.sqrt(8)) < 0.1
 
 
 def test_f0_rmse_measures_a_known_detune_and_ignores_one_octave_slip_of_the_tracker():

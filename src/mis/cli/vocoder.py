@@ -97,6 +97,9 @@ def train_vocoder(
     convergence: float = typer.Option(45.0, "--convergence-weight", min=0.0,
                                       help="Weight of the linear-amplitude spectral convergence loss (not in the "
                                       "paper, 0 = APNet's losses; keeps the pitch harmonics' peaks)"),
+    frame_convergence: float = typer.Option(0.0, "--frame-convergence-weight", min=0.0, help="Weight of the "
+                                            "spectral convergence taken frame by frame and averaged (quiet frames "
+                                            "at voicing onsets and offsets count too; 0 = off)"),
     amplitude_weight: float = typer.Option(45.0, "--amplitude-weight", min=0.0, help="Weight of the log-amplitude "
                                            "MSE (the paper: 45)"),
     refined_weight: float = typer.Option(0.0, "--refined-weight", min=0.0, help="Weight of a multi-resolution "
@@ -142,7 +145,8 @@ def train_vocoder(
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
         progress=runtime.chatty, phase_refine=phase_refine, convergence_weight=convergence,
         separate_amplitude=not joint_losses, amplitude_weight=amplitude_weight, validate_every=validate_every,
-        init=init, refined_weight=refined_weight, grad_clip=grad_clip, command=command_line())
+        init=init, refined_weight=refined_weight, grad_clip=grad_clip, frame_convergence_weight=frame_convergence,
+        command=command_line())
     log = training_log(runtime)
     result = run_training(resolve_inputs(data, kinds=("audio",)), options, log=log)
     if runtime.json:

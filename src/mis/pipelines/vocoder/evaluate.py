@@ -6,7 +6,8 @@
 - MCD: mel-cepstral distortion in dB over cepstra 1..12 of the natural-log mel (DCT-II, orthonormal),
   (10 / ln 10) sqrt(2 sum (c - c')^2), mean over frames (time-aligned signals, no DTW).
 - F0 RMSE in cents on frames voiced in both signals, tracked by pYIN (librosa's, 60-500 Hz, the STFT's frames), and
-  the F0 frame error on the same tracks; raw YIN's F0 RMSE beside it in the JSON (`f0_rmse_yin_cents`; YIN
+  the F0 frame error on the same tracks; the F0 RMSE also split into frames within 3 of a voicing change of the
+  reference (onsets and offsets: the tracker's window reaches across the change) and the rest (`f0_rmse_boundary_cents`, `f0_rmse_interior_cents`, in the JSON); raw YIN's F0 RMSE beside it in the JSON (`f0_rmse_yin_cents`; YIN
   threshold 0.15, a test checks it against librosa.yin), which octave errors of YIN in the reference dominate.
 - PESQ (wide band, at 16 kHz after resampling) and STOI through the `pesq` and `pystoi` packages.
 - Griffin-Lim: the mel is mapped back to a linear magnitude with the filterbank's pseudo-inverse
@@ -124,6 +125,28 @@ def _rmse_cents(f0_generated: np.ndarray, f0_reference: np.ndarray) -> float | N
     return float(np.sqrt(np.mean(cents ** 2)))
 
 
+# Frames either side of a voicing change that count as its boundary: pYIN's 1024-sample window spans 4 hops, so
+# the 3 frames on each side of a change see both sides of it (35 ms at 22.05 kHz).
+VOICING_MARGIN = 3
+
+
+def near_voicing_changes(f0_reference: np.ndarray, margin: int = VOICING_MARGIN) -> np.ndarray:
+    """Frames within `margin` frames of a change in the reference's voicing decision (boolean per frame)."""
+    voiced = f0_reference > 0
+    near = np.zeros(len(voiced), dtype=bool)
+    for change in np.flatnonzero(voiced[1:] != voiced[:-1]):   # between frames `change` and `change + 1`
+        near[max(0, change + 1 - margin):change + 1 + margin] = True
+    return near
+
+
+def _rmse_cents_split(f0_generated: np.ndarray, f0_reference: np.ndarray) -> dict[str, float | None]:
+    """F0 RMSE on the frames near a voicing change of the reference (onsets and offsets, where the pitch is least
+    defined and a few frames decide the RMSE) and on the others (the held pitch)."""
+    near = near_voicing_changes(f0_reference)
+    return {"f0_rmse_boundary_cents": _rmse_cents(np.where(near, f0_generated, 0), f0_reference),
+            "f0_rmse_interior_cents": _rmse_cents(np.where(near, 0, f0_generated), f0_reference)}
+
+
 def f0_rmse_cents(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> float | None:
     """RMSE in cents over frames that pYIN finds voiced in both signals (None when there are none)."""
     generated, reference = _aligned(generated, reference)
@@ -202,13 +225,14 @@ def score_pair(generated: np.ndarray, reference: np.ndarray, config: MelConfig) 
             "mcd_db": mel_cepstral_distortion(generated, reference, config),
             "f0_rmse_cents": _rmse_cents(f0, f0_reference),
             "f0_rmse_yin_cents": _rmse_cents(yin_f0(aligned, rate), yin_f0(truth, rate)),
+            **_rmse_cents_split(f0, f0_reference),
             "f0_frame_error_pct": _frame_error(f0, f0_reference),
             "pesq_wb": pesq_wideband(generated, reference, rate),
             "stoi": stoi_score(generated, reference, rate)}
 
 
-METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "f0_rmse_yin_cents", "f0_frame_error_pct", "pesq_wb",
-           "stoi")
+METRICS = ("lsd_db", "lsd_mel_band_db", "mcd_db", "f0_rmse_cents", "f0_rmse_interior_cents", "f0_rmse_boundary_cents",
+           "f0_rmse_yin_cents", "f0_frame_error_pct", "pesq_wb", "stoi")
 
 
 def evaluate_vocoder(pipeline, paths: list, seconds: float | None = None, diagnostics: bool = True) -> dict:

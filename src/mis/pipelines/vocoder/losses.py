@@ -4,7 +4,8 @@ L_G = 45 L_A + 100 L_P + 20 L_S + (L_GAN + L_FM + 45 L_mel), with
 - L_A: MSE of the log-amplitude spectrum (target log(|X| + 1e-5)), plus (our addition, weight
   `convergence_weight`, 0 = the paper) the spectral convergence ||A - |X| ||_F / || |X| ||_F of the linear
   amplitude: an MSE in the log domain weighs every time-frequency bin alike, so the few loud harmonic peaks
-  that carry pitch are pulled towards the noise floor between them; on linear amplitude they dominate;
+  that carry pitch are pulled towards the noise floor between them; on linear amplitude they dominate; and (weight
+  `frame_convergence_weight`, 0 = off) the same ratio frame by frame, averaged, so quiet frames count too;
 - L_P: anti-wrapping losses f(x) = mean(-cos x) of the instantaneous phase (IP) error, the group delay
   (GD, difference along frequency) error and the phase time difference (PTD, along time) error;
 - L_S: STFT consistency (the predicted spectrum vs the STFT of its own inverse STFT) + 2.25 x L1 of
@@ -46,16 +47,34 @@ def spectral_convergence(logamp: torch.Tensor, target_logamp: torch.Tensor) -> t
             / torch.linalg.vector_norm(target, dim=1).clamp_min(1e-3)).mean()
 
 
+FRAME_FLOOR = 0.1   # frames quieter than this share of the segment's mean frame norm count as if that loud
+
+
+def frame_convergence(logamp: torch.Tensor, target_logamp: torch.Tensor) -> torch.Tensor:
+    """The spectral convergence of each frame, averaged over frames ([B, F, T] log-amplitudes): the segment-wide
+    ratio is decided by its loudest frames, and the quiet ones at voicing onsets and offsets, where the demo's pitch
+    is furthest from Griffin-Lim's (README, vocoder), barely count in it. Near-silent frames are floored at
+    FRAME_FLOOR x the segment's mean frame norm, so that their noise does not take over instead."""
+    predicted = torch.exp(logamp.float())
+    target = torch.exp(target_logamp.float()) - AMPLITUDE_EPS
+    error = torch.linalg.vector_norm(predicted - target, dim=1)            # [B, T]
+    norm = torch.linalg.vector_norm(target, dim=1)
+    return (error / norm.clamp_min(FRAME_FLOOR * norm.mean(dim=1, keepdim=True)).clamp_min(1e-6)).mean()
+
+
 def spectral_losses(output: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                     config: MelConfig, convergence_weight: float = 0.0,
-                    amplitude_weight: float = WEIGHT_AMPLITUDE) -> dict[str, torch.Tensor]:
+                    amplitude_weight: float = WEIGHT_AMPLITUDE,
+                    frame_convergence_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Frame-level terms of L_G (no waveform/GAN terms), weighted sum in 'total'."""
     losses = {"amplitude": F.mse_loss(output["logamp"], target["logamp"]),
-              "convergence": spectral_convergence(output["logamp"], target["logamp"])}
+              "convergence": spectral_convergence(output["logamp"], target["logamp"]),
+              "frame_convergence": frame_convergence(output["logamp"], target["logamp"])}
     losses.update(phase_losses(output["phase"], target["phase"]))
     losses["consistency"] = consistency_loss(output["real"], output["imag"], config)
     losses["real_imag"] = F.l1_loss(output["real"], target["real"]) + F.l1_loss(output["imag"], target["imag"])
     losses["total"] = (amplitude_weight * losses["amplitude"] + convergence_weight * losses["convergence"]
+                       + frame_convergence_weight * losses["frame_convergence"]
                        + WEIGHT_PHASE * (losses["ip"] + losses["gd"] + losses["ptd"])
                        + WEIGHT_SPECTRUM * (losses["consistency"] + WEIGHT_REAL_IMAG * losses["real_imag"]))
     return losses

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mis.checkpoints import build_card, save_checkpoint
+from mis.checkpoints import build_card, read_card, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
 from mis.models import discriminators as D
@@ -54,6 +54,7 @@ class VocoderTrainOptions(RunOptions):
     context_frames: int | None = None
     convergence_weight: float = L.WEIGHT_CONVERGENCE   # linear-amplitude spectral convergence (0: the paper's losses)
     amplitude_weight: float = L.WEIGHT_AMPLITUDE       # log-amplitude MSE (the paper: 45)
+    frame_convergence_weight: float = 0.0              # spectral convergence per frame, averaged (0: off)
     # The amplitude learns from the amplitude losses only (log-MSE, spectral convergence); the losses that also
     # depend on the phase (real/imag, consistency, mel of the waveform) train the phase alone. While the phase is
     # still wrong, which is all of a CPU-length run, those losses are lowest for a smaller amplitude and pull
@@ -135,7 +136,8 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
             metrics["loss_d"] = loss_d.detach()
         target = {name: t[..., inside] for name, t in L.targets(audio, cfg).items()}
         output = {"logamp": logamp.float(), "phase": phase.float(), "real": real, "imag": imag}
-        spectral = L.spectral_losses(output, target, cfg, options.convergence_weight, options.amplitude_weight)
+        spectral = L.spectral_losses(output, target, cfg, options.convergence_weight, options.amplitude_weight,
+                                     options.frame_convergence_weight)
         loss_mel = L.mel_loss(generated, mel, cfg, fb)
         loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
         if options.refined_weight:
@@ -150,6 +152,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         metrics = {name: value.detach() for name, value in metrics.items()}
         metrics.update({"loss_g": loss_g.detach(), "amplitude": spectral["amplitude"].detach(),
                         "convergence": spectral["convergence"].detach(),
+                        "frame_convergence": spectral["frame_convergence"].detach(),
                         "ip": spectral["ip"].detach(), "mel_l1": loss_mel.detach()})
         return metrics
 
@@ -198,14 +201,25 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
                 "segment": options.segment, "lr": options.lr, "seed": options.seed,
                 "context_frames": context_of(options), "convergence_weight": options.convergence_weight,
                 "amplitude_weight": options.amplitude_weight, "refined_weight": options.refined_weight,
+                "frame_convergence_weight": options.frame_convergence_weight,
                 "grad_clip": options.grad_clip,
                 "separate_amplitude": options.separate_amplitude, "best_metric": best_metric(options),
                 "init": options.init.name if options.init else None,
+                "init_training": init_provenance(options.init),
                 "discriminator": options.discriminator.to_dict(),
                 "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
     training["command"] = options.command
     return build_card("apnet", options.network.to_dict(), task=TASK, preprocessing={"mel": options.mel.to_dict()},
                       training=training, metrics=metrics, inference={"phase_refine": options.phase_refine})
+
+
+def init_provenance(path: Path | None) -> dict | None:
+    """How the starting checkpoint was trained (its command and seconds), so that a fine-tuned model's card holds
+    its whole recipe."""
+    if path is None:
+        return None
+    card = read_card(path)
+    return {"command": card.get("training", {}).get("command"), "seconds": card.get("metrics", {}).get("seconds")}
 
 
 def best_metric(options: VocoderTrainOptions) -> str:
