@@ -7,8 +7,9 @@
   (10 / ln 10) sqrt(2 sum (c - c')^2), mean over frames (time-aligned signals, no DTW).
 - F0 RMSE in cents on frames voiced in both signals, tracked by pYIN (librosa's, 60-500 Hz, the STFT's frames), and
   the F0 frame error on the same tracks; the F0 RMSE also split into frames within 3 of a voicing change of the
-  reference (onsets and offsets: the tracker's window reaches across the change) and the rest (`f0_rmse_boundary_cents`, `f0_rmse_interior_cents`, in the JSON); raw YIN's F0 RMSE beside it in the JSON (`f0_rmse_yin_cents`; YIN
-  threshold 0.15, a test checks it against librosa.yin), which octave errors of YIN in the reference dominate.
+  reference (onsets and offsets: the tracker's window reaches across the change) and the rest
+  (`f0_rmse_boundary_cents`, `f0_rmse_interior_cents`, in the JSON); raw YIN's F0 RMSE beside it in the JSON
+  (`f0_rmse_yin_cents`; YIN threshold 0.15, a test checks it against librosa.yin), which octave errors of YIN in the reference dominate.
 - PESQ (wide band, at 16 kHz after resampling) and STOI through the `pesq` and `pystoi` packages.
 - Griffin-Lim: the mel is mapped back to a linear magnitude with the filterbank's pseudo-inverse
   (clamped at 0), then torchaudio's Griffin-Lim (32 iterations, momentum 0.99).

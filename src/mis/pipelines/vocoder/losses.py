@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mis.transforms.audio import AMPLITUDE_EPS, MelConfig, amplitude_phase, consistency_loss, log_mel, phase_losses
+from mis.transforms.audio import (AMPLITUDE_EPS, MelConfig, STFTConfig, amplitude_phase, consistency_loss, log_mel,
+                                  phase_losses, stft)
 
 WEIGHT_AMPLITUDE = 45.0
 WEIGHT_PHASE = 100.0
@@ -31,7 +32,7 @@ WEIGHT_SPECTRUM = 20.0
 WEIGHT_REAL_IMAG = 2.25
 WEIGHT_MEL = 45.0
 WEIGHT_CONVERGENCE = 45.0   # the default for our training; the paper has none
-STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))   # (n_fft = window, hop) of the refined output's loss
+STFT_RESOLUTIONS = tuple(STFTConfig(n_fft=n, hop_length=n // 4, win_length=n) for n in (512, 1024, 2048))
 
 
 def targets(wave: torch.Tensor, config: MelConfig) -> dict[str, torch.Tensor]:
@@ -39,12 +40,15 @@ def targets(wave: torch.Tensor, config: MelConfig) -> dict[str, torch.Tensor]:
     return amplitude_phase(wave, config)
 
 
+def _relative_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||predicted - target||_F / ||target||_F (linear magnitudes, [B, ...])."""
+    return (torch.linalg.vector_norm((predicted - target).flatten(1), dim=1)
+            / torch.linalg.vector_norm(target.flatten(1), dim=1).clamp_min(1e-3)).mean()
+
+
 def spectral_convergence(logamp: torch.Tensor, target_logamp: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ||A - |X| ||_F / || |X| ||_F on linear amplitudes (inputs are log(|.| + 1e-5))."""
-    predicted = torch.exp(logamp.float()).flatten(1)
-    target = (torch.exp(target_logamp.float()) - AMPLITUDE_EPS).flatten(1)
-    return (torch.linalg.vector_norm(predicted - target, dim=1)
-            / torch.linalg.vector_norm(target, dim=1).clamp_min(1e-3)).mean()
+    return _relative_error(torch.exp(logamp.float()), torch.exp(target_logamp.float()) - AMPLITUDE_EPS)
 
 
 FRAME_FLOOR = 0.1   # frames quieter than this share of the segment's mean frame norm count as if that loud
@@ -91,12 +95,7 @@ def multi_resolution_stft_loss(generated: torch.Tensor, reference: torch.Tensor,
                                resolutions=STFT_RESOLUTIONS) -> torch.Tensor:
     """Mean over resolutions of spectral convergence + L1 of the log-magnitudes, [B, samples] each (fp32)."""
     total = generated.new_zeros(())
-    for n_fft, hop in resolutions:
-        window = torch.hann_window(n_fft, device=generated.device)
-        spectra = [torch.stft(x.float(), n_fft, hop, window=window, return_complex=True).abs()
-                   for x in (generated, reference)]
-        ours, truth = (s.clamp_min(AMPLITUDE_EPS) for s in spectra)
-        convergence = (torch.linalg.vector_norm((truth - ours).flatten(1), dim=1)
-                       / torch.linalg.vector_norm(truth.flatten(1), dim=1).clamp_min(1e-3)).mean()
-        total = total + convergence + F.l1_loss(torch.log(ours), torch.log(truth))
+    for config in resolutions:
+        ours, truth = (stft(x.float(), config).abs().clamp_min(AMPLITUDE_EPS) for x in (generated, reference))
+        total = total + _relative_error(ours, truth) + F.l1_loss(torch.log(ours), torch.log(truth))
     return total / len(resolutions)
