@@ -207,6 +207,38 @@ def test_dropout_and_width_options_reach_the_network_and_its_card(tmp_path):
     assert card["config"]["dropout"] == 0.0 and dropouts == [0.0] and card["config"]["width"] == 0.125
 
 
+def test_init_starts_from_a_whole_checkpoint_or_the_layers_two_variants_share(tmp_path):
+    from mis.checkpoints import load_checkpoint, read_state
+
+    base = ["train", "count", "--crop", "64", "--batch", "2", "--synthetic", "2", "--val-scenes", "1",
+            "--width", "0.125", "--lr", "1e-12"]
+    first = runner.invoke(app(), [*base, "--variant", "m-segnet", "--steps", "2", "-o", str(tmp_path / "segnet")])
+    assert first.exit_code == 0, first.output
+    segnet = tmp_path / "segnet" / "model.safetensors"
+    # at a learning rate of 1e-12 one step leaves the loaded weights where they were: what was loaded is visible
+    result = runner.invoke(app(), [*base, "--variant", "m-sfanet", "--steps", "1", "--init", str(segnet),
+                                   "-o", str(tmp_path / "sfanet")])
+    assert result.exit_code == 0, result.output
+    assert "tensors of model.safetensors" in result.output
+    source = read_state(segnet)
+    model, card = load_checkpoint(tmp_path / "sfanet" / "model.safetensors")
+    state = model.state_dict()
+    encoder = [name for name in source if name.startswith("vgg.") and name.endswith("conv.weight")]
+    assert len(encoder) == 10
+    for name in encoder:
+        assert torch.allclose(state[name], source[name].float(), atol=1e-6), name
+    assert not torch.allclose(state["vgg.conv5_1.conv.weight"], torch.zeros(1))   # M-SFANet's own block: fresh
+    assert card["training"]["init"] == "model.safetensors"
+    first_card = load_checkpoint(segnet)[1]
+    assert card["training"]["init_training"] == {"command": first_card["training"]["command"],
+                                                 "seconds": first_card["metrics"]["seconds"]}
+    # the same network whole, but in other density units, is refused before training
+    again = runner.invoke(app(), [*base, "--variant", "m-segnet", "--steps", "1", "--init", str(segnet),
+                                  "--density-scale", "1", "-o", str(tmp_path / "units")])
+    assert again.exit_code != 0 and "--density-scale 100" in again.output
+    assert not (tmp_path / "units" / "model.safetensors").exists()
+
+
 def test_annotated_images_without_points_stop_training_before_it_starts(tmp_path):
     Image.fromarray(make_crowd_scene(1, height=160, width=160).image).save(tmp_path / "img.png")
     (tmp_path / "img.json").write_text('{"note": "no points here"}')

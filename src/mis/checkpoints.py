@@ -216,3 +216,12 @@ def describe(card: dict[str, Any]) -> dict[str, Any]:
         "storage_dtype": card.get("storage_dtype"),
         "sha256": card.get("sha256"),
     }
+
+
+def init_provenance(path: str | Path | None) -> dict | None:
+    """How the starting checkpoint was trained (its command and seconds), so that a fine-tuned model's card holds
+    its whole recipe."""
+    if path is None:
+        return None
+    card = read_card(path)
+    return {"command": card.get("training", {}).get("command"), "seconds": card.get("metrics", {}).get("seconds")}

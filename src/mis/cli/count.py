@@ -91,6 +91,9 @@ def train_count(
                                           "upstream's (the preset's: demo 0.25, paper 1)"),
     dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.95, help="Dropout after the ASPP "
                                             "projection (m-sfanet; upstream and default 0.5)"),
+    init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False, help="Start from this count "
+                                        "checkpoint: all of it (e.g. imported upstream weights to fine-tune), or the "
+                                        "layers it shares with --variant (M-SegNet's VGG convs for M-SFANet)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -128,7 +131,7 @@ def train_count(
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
                                 density_scale=density_scale, count_weight=count_weight, synthetic=synthetic,
                                 val_scenes=val_scenes, ema_decay=ema_decay, keep=keep, zoom=zoom,
-                                validate_every=validate_every, seed=runtime.seed, device=runtime.device,
+                                validate_every=validate_every, init=init, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())
     paths = resolve_inputs(images or [], kinds=(IMAGE,)) if images else []

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mis.checkpoints import build_card, save_checkpoint
+from mis.checkpoints import build_card, init_provenance, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.io.image import read_image
 from mis.io.points import check_points_in_image, points_file_for, read_points
@@ -69,6 +69,7 @@ class CountTrainOptions(RunOptions):
     val_scenes: int = 16
     validate_every: int = 250
     zoom: float = 1.0               # > 1: half the crops are enlarged by a factor log-uniform in [1, zoom]
+    init: Path | None = None        # start from this count checkpoint (all of it, or the layers both networks share)
 
 
 @dataclass
@@ -223,6 +224,32 @@ def check_options(options: CountTrainOptions, has_images: bool, has_val_images: 
         raise UsageError(f"--keep must be {' or '.join(KEEP)}, not {options.keep!r}")
 
 
+def start_from(model: SFANet, path: Path, density_scale: float) -> str:
+    """Load a count checkpoint into the network about to be trained: all of it when it is the same network (an
+    imported upstream model to fine-tune on annotated images, or a run to continue on a new recipe), else every
+    tensor whose name and shape both networks share (M-SegNet's ten VGG convs are M-SFANet's first ten). Says what
+    was loaded."""
+    from mis.checkpoints import read_card, read_state
+
+    card = read_card(path)
+    if card.get("family") != "sfanet":
+        raise UsageError(f"--init {path}: not a crowd-counting (M-SFANet / M-SegNet) checkpoint")
+    own = model.state_dict()
+    state = read_state(path)
+    shared = {name: tensor for name, tensor in state.items() if name in own and own[name].shape == tensor.shape}
+    if not shared:
+        raise UsageError(f"--init {path}: no layer of it fits the network being trained (another --width?)")
+    whole = len(shared) == len(own) == len(state)
+    init_scale = float(card.get("preprocessing", {}).get("density_scale", 1.0))
+    if whole and init_scale != density_scale:
+        # the density head's output is in the checkpoint's units: training it towards others would start far off
+        raise UsageError(f"--init {path} was trained with --density-scale {init_scale:g}: give the same")
+    model.load_state_dict({**own, **{name: t.to(own[name].dtype) for name, t in shared.items()}})
+    if whole:
+        return f"started from all of {path.name}"
+    return f"started from {len(shared)} of {len(own)} tensors of {path.name} (the layers both networks share)"
+
+
 def train_count(images: list[Path], options: CountTrainOptions, val_images: list[Path] = (),
                 log: Callable[[str], None] = lambda _: None) -> dict:
     check_options(options, bool(images), bool(val_images))
@@ -236,6 +263,8 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
         f"MAE {baseline['mae']:.1f} on the validation images")
     torch.manual_seed(options.seed)
     model = SFANet(options.network)
+    if options.init is not None:
+        log(start_from(model, options.init, options.density_scale))
     preprocessing = {**preprocessing_for(options.network.in_channels), "density_scale": options.density_scale,
                      "sigma": options.sigma}
     card = build_card("sfanet", options.network.to_dict(), task=TASK, preprocessing=preprocessing)
@@ -269,6 +298,7 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     training = {"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop, "lr": options.lr,
                 "sigma": options.sigma, "count_weight": options.count_weight,
                 "ema_decay": options.ema_decay, "kept": options.keep, "zoom": options.zoom,
+                "init": options.init.name if options.init else None, "init_training": init_provenance(options.init),
                 "synthetic_scenes": options.synthetic,
                 "synthetic_size": list(options.synthetic_size), "annotated_images": [p.name for p in images],
                 "validation_images": [p.name for p in val_images], "seed": options.seed, "command": options.command}

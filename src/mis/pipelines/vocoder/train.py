@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mis.checkpoints import build_card, read_card, save_checkpoint
+from mis.checkpoints import build_card, init_provenance, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.models.apnet import APNet, APNetConfig, apnet_demo_22k
 from mis.models import discriminators as D
@@ -211,15 +211,6 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
     training["command"] = options.command
     return build_card("apnet", options.network.to_dict(), task=TASK, preprocessing={"mel": options.mel.to_dict()},
                       training=training, metrics=metrics, inference={"phase_refine": options.phase_refine})
-
-
-def init_provenance(path: Path | None) -> dict | None:
-    """How the starting checkpoint was trained (its command and seconds), so that a fine-tuned model's card holds
-    its whole recipe."""
-    if path is None:
-        return None
-    card = read_card(path)
-    return {"command": card.get("training", {}).get("command"), "seconds": card.get("metrics", {}).get("seconds")}
 
 
 def best_metric(options: VocoderTrainOptions) -> str:
