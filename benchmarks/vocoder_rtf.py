@@ -109,7 +109,7 @@ def refined_table(mel: np.ndarray, seconds: float) -> None:
         return
     pure = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", None), runtime, phase_refine=0)
     print(f"\nthe shipped demo on {seconds:.0f} s, default (Griffin-Lim {default.phase_refine} from the network's "
-          "phase) vs the pure network")
+          f"phase, the first {default.refine_prior} on the mel's pseudo-inverse amplitude) vs the pure network")
     print(f"{'threads':>7} | {'pure s':>7} | {'default s':>9} | {'pure x real time':>16} | {'default x real time':>19}")
     for threads in (1, 2):
         torch.set_num_threads(threads)

@@ -236,15 +236,17 @@ def test_training_through_the_phase_refinement_reaches_the_amplitude_and_picks_b
     wave = torch.from_numpy(speech_like(0.5))[None]
     target = L.targets(wave, MEL_22K)
     options = VocoderTrainOptions(out=tmp_path / "run", network=TINY, steps=2, batch_size=2, segment=2048,
-                                  val_files=1, validate_every=1, progress=False, phase_refine=4, refined_weight=45.0,
-                                  discriminator=DiscriminatorConfig(channels=4, scale_channels=8))
+                                  val_files=1, validate_every=1, progress=False, phase_refine=4, refine_prior=2,
+                                  refined_weight=45.0, discriminator=DiscriminatorConfig(channels=4, scale_channels=8))
     generator = APNet(TINY)
     logamp = target["logamp"].clone().requires_grad_(True)
     phase = torch.zeros_like(logamp, requires_grad=True)
-    loss = L.multi_resolution_stft_loss(refined_output(generator, logamp, phase, options)[:, :wave.shape[1]], wave)
+    mel = log_mel(wave, MEL_22K)
+    loss = L.multi_resolution_stft_loss(refined_output(generator, logamp, phase, mel, options)[:, :wave.shape[1]],
+                                        wave)
     loss.backward()
     assert logamp.grad.abs().sum() > 0 and phase.grad is None   # the phase predictor keeps its own losses
-    halved = refined_output(generator, target["logamp"] - math.log(2), phase.detach(), options)[:, :wave.shape[1]]
+    halved = refined_output(generator, target["logamp"] - math.log(2), phase.detach(), mel, options)[:, :wave.shape[1]]
     assert float(L.multi_resolution_stft_loss(halved, wave)) > float(loss.detach()) + 0.1
     clips = []
     for i in range(2):
@@ -253,8 +255,11 @@ def test_training_through_the_phase_refinement_reaches_the_amplitude_and_picks_b
     card = read_card(train_vocoder(clips, options)["checkpoint"])
     assert card["training"]["refined_weight"] == 45.0 and card["training"]["best_metric"] == "val_f0"
     assert card["metrics"]["val_f0"] is not None and card["inference"]["phase_refine"] == 4
+    assert card["inference"]["phase_refine_prior"] == 2
+    with pytest.raises(UsageError, match="at most --phase-refine"):
+        train_vocoder(clips, dataclasses.replace(options, out=tmp_path / "more", refine_prior=5))
     with pytest.raises(UsageError, match="give --phase-refine"):
-        train_vocoder(clips, dataclasses.replace(options, out=tmp_path / "other", phase_refine=0))
+        train_vocoder(clips, dataclasses.replace(options, out=tmp_path / "other", phase_refine=0, refine_prior=0))
 
 
 def test_cli_mel_then_vocode_and_bad_inputs(tiny_vocoder, tmp_path):
@@ -502,20 +507,48 @@ def test_amplitude_prior_starts_from_the_mel_pseudo_inverse_and_leaves_upstream_
     torch.testing.assert_close(logamp, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_phase_refinement_streams_in_chunks_equal_to_one_pass(tmp_path):
+@pytest.mark.parametrize("prior", [0, 2])
+def test_phase_refinement_streams_in_chunks_equal_to_one_pass(tmp_path, prior):
     torch.manual_seed(1)
     config = APNetConfig(asp_channels=16, psp_channels=16, amplitude_prior=True)
     card = build_card("apnet", config.to_dict(), task="vocoder", preprocessing={"mel": MEL_22K.to_dict()})
-    card["inference"] = {"phase_refine": 4}
+    card["inference"] = {"phase_refine": 4, "phase_refine_prior": prior}
     mel = log_mel(torch.from_numpy(speech_like(1.5))[None], MEL_22K)[0].numpy()
     one_pass = VocoderPipeline(APNet(config), card, chunk_frames=100_000)
     torch.manual_seed(1)
     chunked = VocoderPipeline(APNet(config), card, chunk_frames=32)
     assert one_pass.phase_refine == 4 and chunked.refine_frames == 12
+    assert one_pass.run_info()["phase_refine_prior"] == prior
     whole, pieces = one_pass(mel).waveform, chunked(mel).waveform
     np.testing.assert_allclose(pieces, whole, atol=1e-4)
     pure = VocoderPipeline(APNet(config), card, phase_refine=0)
     assert pure.run_info()["phase_refine"] == 0 and not np.allclose(pure(mel).waveform, whole, atol=1e-3)
+
+
+def test_refinement_on_the_prior_first_starts_from_the_mels_own_amplitude():
+    from mis.errors import UsageError
+    from mis.pipelines.vocoder.pipeline import refined_phase
+    from mis.transforms.audio import amplitude_from_mel, mel_pseudo_inverse
+
+    wave = torch.from_numpy(speech_like(0.5))[None]
+    mel = log_mel(wave, MEL_22K)
+    prior = amplitude_from_mel(mel, mel_pseudo_inverse(MEL_22K))
+    start = torch.zeros_like(prior)
+    network, other = prior + 0.5, prior - 1.0
+    # all iterations on the prior: the network's amplitude does not enter
+    torch.testing.assert_close(refined_phase(network, start, prior, MEL_22K, 3, 3),
+                               refined_phase(other, start, prior, MEL_22K, 3, 3))
+    # split: the prior's iterations, then the network amplitude's from where they ended
+    from mis.transforms.audio import griffin_lim
+    expected = griffin_lim(torch.exp(network), griffin_lim(torch.exp(prior), start, MEL_22K, 2), MEL_22K, 1)
+    torch.testing.assert_close(refined_phase(network, start, prior, MEL_22K, 3, 2), expected)
+    assert not torch.allclose(refined_phase(network, start, prior, MEL_22K, 3, 0), expected, atol=1e-3)
+    config = APNetConfig(asp_channels=16, psp_channels=16, amplitude_prior=True)
+    card = build_card("apnet", config.to_dict(), task="vocoder", preprocessing={"mel": MEL_22K.to_dict()},
+                      inference={"phase_refine": 4, "phase_refine_prior": 4})
+    assert VocoderPipeline(APNet(config), card, phase_refine=2).refine_prior == 2   # the card's, capped
+    with pytest.raises(UsageError, match="at most"):
+        VocoderPipeline(APNet(config), card, phase_refine=2, refine_prior=3)
 
 
 def test_griffin_lim_refinement_improves_a_given_phase():

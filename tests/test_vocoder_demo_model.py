@@ -33,7 +33,7 @@ def test_card_records_convention_training_and_the_clips_it_never_saw():
     assert card["training"]["held_out_files"] == ["LJ001-0019.wav", "LJ001-0020.wav"]
     seen = set(card["training"]["held_out_files"]) | set(card["training"]["train_files"])
     assert not seen & set(UNSEEN)
-    assert card["inference"]["phase_refine"] == 32 and card["config"]["amplitude_prior"]
+    assert card["inference"] == {"phase_refine": 32, "phase_refine_prior": 16} and card["config"]["amplitude_prior"]
 
 
 def test_sample_mel_vocodes_from_the_cli(tmp_path):

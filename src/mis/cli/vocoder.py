@@ -52,6 +52,9 @@ def vocode(
     phase_refine: Optional[int] = typer.Option(None, "--phase-refine", min=0, help="Griffin-Lim iterations started "
                                                "from the network's phase on its amplitude (0: pure APNet; default: "
                                                "the model card's)"),
+    refine_prior: Optional[int] = typer.Option(None, "--refine-prior", min=0, help="How many of those iterations "
+                                               "run first on the mel's pseudo-inverse amplitude (steadier pitch; "
+                                               "default: the model card's)"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
 ) -> None:
@@ -66,7 +69,8 @@ def vocode(
     runtime = runtime_of(ctx)
     with model_option():
         pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
-                                                   chunk_frames=chunk_frames, phase_refine=phase_refine)
+                                                   chunk_frames=chunk_frames, phase_refine=phase_refine,
+                                                   refine_prior=refine_prior)
     items = plan(inputs, output, "mel", ".wav", "")
     summary = vocode_files(pipeline, items, runtime, skip_existing=skip_existing, overwrite=overwrite)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
@@ -94,6 +98,8 @@ def train_vocoder(
                                          "(not in upstream APNet; keeps the pitch harmonics from the first step)"),
     phase_refine: int = typer.Option(0, "--phase-refine", min=0, help="The model's default Griffin-Lim iterations "
                                      "from its phase at inference, recorded in its card"),
+    refine_prior: int = typer.Option(0, "--refine-prior", min=0, help="How many of those run first on the mel's "
+                                     "pseudo-inverse amplitude (card default; validation uses it too)"),
     convergence: float = typer.Option(45.0, "--convergence-weight", min=0.0,
                                       help="Weight of the linear-amplitude spectral convergence loss (not in the "
                                       "paper, 0 = APNet's losses; keeps the pitch harmonics' peaks)"),
@@ -143,7 +149,7 @@ def train_vocoder(
         lr=lr, val_files=val_files, seed=runtime.seed,
         discriminator=DiscriminatorConfig(channels=disc_channels, scale_channels=4 * disc_channels),
         device=runtime.device, precision=runtime.precision, resume=resume, half=half,
-        progress=runtime.chatty, phase_refine=phase_refine, convergence_weight=convergence,
+        progress=runtime.chatty, phase_refine=phase_refine, refine_prior=refine_prior, convergence_weight=convergence,
         separate_amplitude=not joint_losses, amplitude_weight=amplitude_weight, validate_every=validate_every,
         init=init, refined_weight=refined_weight, grad_clip=grad_clip, frame_convergence_weight=frame_convergence,
         command=command_line())
@@ -161,6 +167,8 @@ def evaluate_vocoder(
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Score only the first N seconds of each file"),
     phase_refine: Optional[int] = typer.Option(None, "--phase-refine", min=0, help="Griffin-Lim iterations from the "
                                                "network's phase (default: the model card's)"),
+    refine_prior: Optional[int] = typer.Option(None, "--refine-prior", min=0, help="How many of those run first on "
+                                               "the mel's pseudo-inverse amplitude (default: the model card's)"),
     diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics", help="Also score the vocoder's parts "
                                      "against the baselines that need no training (pure network, refined, pinv "
                                      "amplitude + network phase, true amplitude + network phase)"),
@@ -176,7 +184,7 @@ def evaluate_vocoder(
     runtime = runtime_of(ctx)
     with model_option():
         pipeline = VocoderPipeline.from_checkpoint(resolve_checkpoint("vocoder", model), runtime,
-                                                   phase_refine=phase_refine)
+                                                   phase_refine=phase_refine, refine_prior=refine_prior)
     report = {**pipeline.run_info(), **run_evaluation(pipeline, resolve_each(data, kinds=("audio",)), seconds,
                                                       diagnostics)}
     report_evaluation(report, runtime, output, f"Copy synthesis of {len(report['cases'])} file(s), mean",

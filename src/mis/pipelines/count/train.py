@@ -229,25 +229,24 @@ def start_from(model: SFANet, path: Path, density_scale: float) -> str:
     imported upstream model to fine-tune on annotated images, or a run to continue on a new recipe), else every
     tensor whose name and shape both networks share (M-SegNet's ten VGG convs are M-SFANet's first ten). Says what
     was loaded."""
-    from mis.checkpoints import read_card, read_state
+    from mis.checkpoints import load_matching, read_card, read_state
 
     card = read_card(path)
     if card.get("family") != "sfanet":
         raise UsageError(f"--init {path}: not a crowd-counting (M-SFANet / M-SegNet) checkpoint")
-    own = model.state_dict()
     state = read_state(path)
-    shared = {name: tensor for name, tensor in state.items() if name in own and own[name].shape == tensor.shape}
-    if not shared:
-        raise UsageError(f"--init {path}: no layer of it fits the network being trained (another --width?)")
-    whole = len(shared) == len(own) == len(state)
+    own = model.state_dict()
+    whole = state.keys() == own.keys() and all(state[name].shape == own[name].shape for name in own)
     init_scale = float(card.get("preprocessing", {}).get("density_scale", 1.0))
     if whole and init_scale != density_scale:
         # the density head's output is in the checkpoint's units: training it towards others would start far off
         raise UsageError(f"--init {path} was trained with --density-scale {init_scale:g}: give the same")
-    model.load_state_dict({**own, **{name: t.to(own[name].dtype) for name, t in shared.items()}})
+    loaded = load_matching(model, state)["loaded"]
+    if not loaded:
+        raise UsageError(f"--init {path}: no layer of it fits the network being trained (another --width?)")
     if whole:
         return f"started from all of {path.name}"
-    return f"started from {len(shared)} of {len(own)} tensors of {path.name} (the layers both networks share)"
+    return f"started from {len(loaded)} of {len(own)} tensors of {path.name} (the layers both networks share)"
 
 
 def train_count(images: list[Path], options: CountTrainOptions, val_images: list[Path] = (),

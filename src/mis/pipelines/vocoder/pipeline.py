@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mis.errors import CheckpointError, InputError
+from mis.errors import CheckpointError, InputError, UsageError
 from mis.models.apnet import APNetConfig
 from mis.pipelines.base import Pipeline
 from mis.pipelines.card_checks import number, positive_int
 from mis.runtime.device import ComputePolicy
-from mis.transforms.audio import MelConfig, framing_mismatches, griffin_lim
+from mis.transforms.audio import (MelConfig, STFTConfig, amplitude_from_mel, framing_mismatches, griffin_lim,
+                                  mel_pseudo_inverse)
 
 TASK = "vocoder"
 DEFAULT_CHUNK_FRAMES = 1024
@@ -139,21 +140,48 @@ def length_groups(lengths: list[int], max_ratio: float = 1.5) -> list[list[int]]
     return groups
 
 
+def refined_phase(logamp: torch.Tensor, phase: torch.Tensor, prior_logamp: torch.Tensor | None, config: STFTConfig,
+                  iterations: int, prior_iterations: int = 0) -> torch.Tensor:
+    """The phase `mis vocode` synthesises the network's amplitude with: fast Griffin-Lim from the network's phase,
+    its first `prior_iterations` on the mel's pseudo-inverse amplitude (`prior_logamp`), the rest on the network's.
+
+    Why the prior first: Griffin-Lim on the network's amplitude alone lost the pitch where voicing starts and stops
+    (frames within 3 of a change: 31.3 cents median against Griffin-Lim-from-the-mel's 25.3, on 28 selection clips)
+    and on low voices (pYIN's floor of 60 Hz found for an 80-90 Hz voice); settling the phase on the amplitude the
+    mel itself gives, then making it consistent with the network's sharper harmonics, keeps both (25.5 there; README,
+    vocoder). All [B, F, T]."""
+    prior_iterations = min(prior_iterations, iterations)
+    if prior_iterations:
+        phase = griffin_lim(torch.exp(prior_logamp), phase, config, prior_iterations)
+    if iterations - prior_iterations:
+        phase = griffin_lim(torch.exp(logamp), phase, config, iterations - prior_iterations)
+    return phase
+
+
 class VocoderPipeline(Pipeline):
     """`pipeline(mel [n_mels, T])` -> VocoderOutput with (T - 1) * hop samples at the card's sample rate."""
 
     task = TASK
 
     def __init__(self, model: torch.nn.Module, card: dict, policy: ComputePolicy | None = None, *,
-                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, phase_refine: int | None = None, **base_options):
+                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, phase_refine: int | None = None,
+                 refine_prior: int | None = None, **base_options):
         super().__init__(model, card, policy, **base_options)
-        # Griffin-Lim iterations started from the network's phase on its amplitude (0: pure APNet); the card holds
-        # the model's default (models trained with an amplitude prior on a CPU ship with refinement on)
-        self.phase_refine = int(card.get("inference", {}).get("phase_refine", 0) if phase_refine is None
-                                else phase_refine)
+        # Griffin-Lim iterations started from the network's phase (0: pure APNet), the first `refine_prior` of them
+        # on the mel's pseudo-inverse amplitude, the rest on the network's; the card holds the model's defaults
+        # (models trained with an amplitude prior on a CPU ship with refinement on)
+        inference = card.get("inference", {})
+        self.phase_refine = int(inference.get("phase_refine", 0) if phase_refine is None else phase_refine)
         if self.phase_refine < 0:
             raise ValueError(f"phase_refine must be >= 0, not {self.phase_refine}")
+        if refine_prior is not None and not 0 <= refine_prior <= self.phase_refine:
+            raise UsageError(f"--refine-prior {refine_prior}: at most the --phase-refine iterations "
+                             f"({self.phase_refine})")
+        # the card's default applies to fewer iterations too: it is "start on the prior", capped by the total
+        self.refine_prior = min(int(inference.get("phase_refine_prior", 0) if refine_prior is None else refine_prior),
+                                self.phase_refine)
         self.mel_config = MelConfig.from_dict(card["preprocessing"]["mel"])
+        self.prior_basis = mel_pseudo_inverse(self.mel_config) if self.refine_prior else None
         check_framing(model.config, self.mel_config)
         self.chunk_frames = int(chunk_frames)
         self.context = receptive_frames(model.config)
@@ -187,15 +215,16 @@ class VocoderPipeline(Pipeline):
         logamp, phase = self.forward(mel, lengths)
         return logamp.float(), phase.float()   # the ISTFT runs in fp32 whatever the network's precision
 
-    def _waveform(self, logamp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        """Synthesis from [B, F, T] spectra, after the phase refinement when there is one."""
+    def _waveform(self, logamp: torch.Tensor, phase: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        """Synthesis from [B, F, T] spectra (and their [B, n_mels, T] mel), after the phase refinement if any."""
         if self.phase_refine:
-            phase = griffin_lim(torch.exp(logamp), phase, self.model.config.stft, self.phase_refine)
+            prior = amplitude_from_mel(mel, self.prior_basis) if self.refine_prior else None
+            phase = refined_phase(logamp, phase, prior, self.model.config.stft, self.phase_refine, self.refine_prior)
         _, _, wave = self.model.synthesize(logamp, phase)
         return wave
 
     def run_info(self) -> dict:
-        return {**super().run_info(), "phase_refine": self.phase_refine}
+        return {**super().run_info(), "phase_refine": self.phase_refine, "phase_refine_prior": self.refine_prior}
 
     @torch.inference_mode()
     def batch(self, mels: list[np.ndarray]) -> list[np.ndarray]:
@@ -211,10 +240,11 @@ class VocoderPipeline(Pipeline):
             for row, i in enumerate(group):
                 padded[row, :, :mels[i].shape[1]] = mels[i]
             lengths = torch.tensor([mels[i].shape[1] for i in group], device=self.device)
-            logamp, phase = self._spectra(torch.from_numpy(padded).to(self.device), lengths)
+            x = torch.from_numpy(padded).to(self.device)
+            logamp, phase = self._spectra(x, lengths)
             for row, i in enumerate(group):
                 n = mels[i].shape[1]
-                wave = self._waveform(logamp[row:row + 1, :, :n], phase[row:row + 1, :, :n])
+                wave = self._waveform(logamp[row:row + 1, :, :n], phase[row:row + 1, :, :n], x[row:row + 1, :, :n])
                 waves[i] = wave[0].float().cpu().numpy()
         return waves  # type: ignore[return-value]
 
@@ -240,7 +270,7 @@ class VocoderPipeline(Pipeline):
             x = torch.from_numpy(np.ascontiguousarray(mel[:, net_lo:net_hi]))[None].to(self.device)
             logamp, phase = self._spectra(x)
             keep = slice(spec_lo - net_lo, spec_hi - net_lo)
-            wave = self._waveform(logamp[..., keep], phase[..., keep])
+            wave = self._waveform(logamp[..., keep], phase[..., keep], x[..., keep])
             # samples [start*hop, stop*hop) of the whole signal, located inside this chunk's ISTFT
             first, last = start * hop, min(stop * hop, total)
             if last <= first:

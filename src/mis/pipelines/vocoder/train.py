@@ -26,8 +26,9 @@ from mis.models.discriminators import DiscriminatorConfig, Discriminators
 from mis.pipelines.vocoder import losses as L
 from mis.pipelines.vocoder.evaluate import f0_rmse_cents, log_spectral_distance, pesq_wideband
 from mis.pipelines.vocoder.mel import MEL_22K
-from mis.pipelines.vocoder.pipeline import TASK
-from mis.transforms.audio import MelConfig, framing_mismatches, griffin_lim, log_mel, mel_filterbank, read_audio_at
+from mis.pipelines.vocoder.pipeline import TASK, refined_phase
+from mis.transforms.audio import (MelConfig, amplitude_from_mel, framing_mismatches, log_mel, mel_filterbank,
+                                  mel_pseudo_inverse, read_audio_at)
 from mis.runtime.training import (LAST, RunOptions, StepSeededBatches, TrainConfig, Trainer, hold_out_last,
                                   resume_settings)
 
@@ -47,6 +48,7 @@ class VocoderTrainOptions(RunOptions):
     val_files: int = 4
     validate_every: int = 250
     phase_refine: int = 0         # the card's default Griffin-Lim refinement at inference (0: pure APNet)
+    refine_prior: int = 0         # the first of those iterations run on the mel's pseudo-inverse amplitude
     # Real audio around each segment, in frames, that the network sees but the losses do not: without it every
     # training frame's receptive field (66 frames for APNet's ResBlocks, twice a 8192-sample segment) reaches into
     # the convolutions' zero padding, i.e. a mel of 0 = a loud flat spectrum, which inference on real context
@@ -117,7 +119,8 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         discriminator = trainer.models["discriminator"]
         fb = fbank.to(audio.device)
         with trainer.autocast():
-            logamp, phase, real, imag, generated = generator(log_mel(audio, cfg, fb))   # segment + context
+            audio_mel = log_mel(audio, cfg, fb)
+            logamp, phase, real, imag, generated = generator(audio_mel)   # segment + context
         whole_logamp, whole_phase = logamp, phase
         # the losses see the segment only: its frames had real audio across their whole receptive field
         inside = slice(context, context + frames)
@@ -141,7 +144,7 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
         loss_mel = L.mel_loss(generated, mel, cfg, fb)
         loss_g = spectral["total"] + L.WEIGHT_MEL * loss_mel
         if options.refined_weight:
-            refined = refined_output(trainer.module("generator"), whole_logamp, whole_phase, options)
+            refined = refined_output(trainer.module("generator"), whole_logamp, whole_phase, audio_mel, options)
             metrics["refined"] = L.multi_resolution_stft_loss(refined[:, edge:edge + options.segment], wave)
             loss_g = loss_g + options.refined_weight * metrics["refined"]
         if use_gan:
@@ -159,11 +162,18 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
     return step
 
 
-def refined_output(generator: APNet, logamp: torch.Tensor, phase: torch.Tensor,
+def prior_logamp(mel: torch.Tensor, options: VocoderTrainOptions) -> torch.Tensor | None:
+    """The mel's pseudo-inverse log-amplitude where the refinement starts on it (None where it does not)."""
+    return amplitude_from_mel(mel, mel_pseudo_inverse(options.mel)) if options.refine_prior else None
+
+
+def refined_output(generator: APNet, logamp: torch.Tensor, phase: torch.Tensor, mel: torch.Tensor,
                    options: VocoderTrainOptions) -> torch.Tensor:
     """The waveform `mis vocode` plays by default: Griffin-Lim from the network's phase (a constant here: the phase
-    predictor keeps its own losses) on the network's amplitude, differentiable in the amplitude."""
-    refined = griffin_lim(torch.exp(logamp.float()), phase.detach().float(), options.mel, options.phase_refine)
+    predictor keeps its own losses), first on the mel's pseudo-inverse amplitude if the card says so, then on the
+    network's amplitude: differentiable in the amplitude."""
+    refined = refined_phase(logamp.float(), phase.detach().float(), prior_logamp(mel.float(), options), options.mel,
+                            options.phase_refine, options.refine_prior)
     return generator.synthesize(logamp.float(), refined)[2]
 
 
@@ -177,11 +187,13 @@ def make_validate(val_clips: list[np.ndarray], options: VocoderTrainOptions, fba
         lsd, pesq, f0 = [], [], []
         for clip in val_clips:
             wave = torch.from_numpy(clip[:seconds])[None].to(trainer.device)
-            logamp, phase = generator.spectra(log_mel(wave, cfg, fbank.to(wave.device)))
+            mel = log_mel(wave, cfg, fbank.to(wave.device))
+            logamp, phase = generator.spectra(mel)
             generated = generator.synthesize(logamp, phase)[2][..., :wave.shape[-1]]
             lsd.append(log_spectral_distance(generated[0].cpu().numpy(), clip[:seconds], cfg))
             if options.phase_refine:   # the model as `mis vocode` will run it: refined phase
-                refined = griffin_lim(torch.exp(logamp.float()), phase.float(), cfg, options.phase_refine)
+                refined = refined_phase(logamp.float(), phase.float(), prior_logamp(mel, options), cfg,
+                                        options.phase_refine, options.refine_prior)
                 default = generator.synthesize(logamp, refined)[2][0, :wave.shape[-1]].cpu().numpy()
                 pesq.append(pesq_wideband(default, clip[:seconds], cfg.sample_rate) or 1.0)
                 if options.refined_weight:
@@ -210,7 +222,8 @@ def vocoder_card(options: VocoderTrainOptions, train_files: list[Path], val_file
                 "train_files": [p.name for p in train_files], "held_out_files": [p.name for p in val_files]}
     training["command"] = options.command
     return build_card("apnet", options.network.to_dict(), task=TASK, preprocessing={"mel": options.mel.to_dict()},
-                      training=training, metrics=metrics, inference={"phase_refine": options.phase_refine})
+                      training=training, metrics=metrics, inference={"phase_refine": options.phase_refine,
+                                                                    "phase_refine_prior": options.refine_prior})
 
 
 def best_metric(options: VocoderTrainOptions) -> str:
@@ -244,6 +257,8 @@ def check_options(options: VocoderTrainOptions) -> None:
         raise UsageError(f"network and mel convention disagree on n_fft/hop/win/n_mels: {', '.join(differ)}")
     if options.segment % mel.hop_length:
         raise UsageError(f"--segment must be a multiple of the hop ({mel.hop_length})")
+    if options.refine_prior > options.phase_refine:
+        raise UsageError(f"--refine-prior {options.refine_prior}: at most --phase-refine ({options.phase_refine})")
     if options.refined_weight and not options.phase_refine:
         raise UsageError("--refined-weight trains through the phase refinement: give --phase-refine N too")
 
