@@ -8,6 +8,7 @@ and scored (LSD) at every validation; best.pt keeps the best one, model.safetens
 """
 from __future__ import annotations
 
+import functools
 import re
 import time
 import warnings
@@ -162,9 +163,13 @@ def make_step(options: VocoderTrainOptions, fbank: torch.Tensor) -> Callable:
     return step
 
 
+# one double-precision pseudo-inverse per convention, not one per training step and validation clip (read only)
+_pseudo_inverse = functools.lru_cache(maxsize=4)(mel_pseudo_inverse)
+
+
 def prior_logamp(mel: torch.Tensor, options: VocoderTrainOptions) -> torch.Tensor | None:
     """The mel's pseudo-inverse log-amplitude where the refinement starts on it (None where it does not)."""
-    return amplitude_from_mel(mel, mel_pseudo_inverse(options.mel)) if options.refine_prior else None
+    return amplitude_from_mel(mel, _pseudo_inverse(options.mel)) if options.refine_prior else None
 
 
 def refined_output(generator: APNet, logamp: torch.Tensor, phase: torch.Tensor, mel: torch.Tensor,
