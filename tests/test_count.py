@@ -160,7 +160,8 @@ def test_evaluate_on_the_real_shanghaitech_sample_and_a_synthetic_scene(tmp_path
 
 def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     args = ["train", "count", "--variant", "m-segnet", "--crop", "64", "--batch", "2", "--synthetic", "4",
-            "--val-scenes", "3", "--density-activation", "relu", "--ema-decay", "0.9", "--validate-every", "2", "-o", str(tmp_path / "run")]
+            "--val-scenes", "3", "--density-activation", "relu", "--ema-decay", "0.9", "--validate-every", "2",
+            "--count-weight", "1", "--count-loss", "l2", "-o", str(tmp_path / "run")]
     result = runner.invoke(app(), args + ["--steps", "2"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app(), args + ["--steps", "4", "--resume"])
@@ -170,7 +171,7 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     card = read_card(tmp_path / "run" / "model.safetensors")
     assert card["config"]["variant"] == "m-segnet" and card["preprocessing"]["density_scale"] == 100.0
     assert card["config"]["density_activation"] == "relu" and card["metrics"]["val_scenes"] == 3
-    assert card["training"]["ema_decay"] == 0.9
+    assert card["training"]["ema_decay"] == 0.9 and card["training"]["count_loss"] == "l2"
     assert card["training"]["steps"] == 4 and card["metrics"]["val_mae"] is not None
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
@@ -189,7 +190,8 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     assert bad.exit_code == 2 and "multiple of 16" in bad.output
     for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on"),
                            (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet"),
-                           (["--keep", "first"], "best or last"), (["--zoom", "0.5"], "--zoom")):
+                           (["--keep", "first"], "best or last"), (["--zoom", "0.5"], "--zoom"),
+                           (["--count-loss", "l3"], "l1 or l2")):
         bad = runner.invoke(app(), ["train", "count", *flags, "-o", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not (tmp_path / "bad").exists()
@@ -283,6 +285,25 @@ def test_the_count_term_adds_the_l1_error_of_each_crops_total():
     with_count, _ = make_loss(2.0)(Fixed(), batch)
     assert float(parts["count_l1"]) == pytest.approx(8.0)
     assert float(with_count - plain) == pytest.approx(16.0)
+    with_l2, l2_parts = make_loss(2.0, "l2")(Fixed(), batch)
+    assert float(l2_parts["count_l1"]) == pytest.approx(8.0)       # logged the same way whichever loss trains
+    assert float(with_l2 - plain) == pytest.approx(2.0 * 8.0 ** 2 / 16)   # error^2 / output pixels
+
+
+@pytest.mark.parametrize("count_loss, calibrated_to", [("l1", 0.0), ("l2", 4.0)])
+def test_the_l1_count_term_fits_the_median_crop_and_l2_the_mean(count_loss, calibrated_to):
+    """Skewed crops (totals 0, 0, 0 and 16, as where only the dense crops are missed): one predicted total for all
+    of them, fitted by the count term, ends at their median under l1 and at their mean under l2."""
+    from mis.pipelines.count.train import count_term
+
+    true = torch.tensor([0.0, 0.0, 0.0, 16.0])
+    level = torch.nn.Parameter(torch.tensor(8.0))
+    optimizer = torch.optim.Adam([level], lr=0.05)
+    for _ in range(800):
+        optimizer.zero_grad()
+        count_term(level.expand(4), true, 16, count_loss).backward()
+        optimizer.step()
+    assert float(level) == pytest.approx(calibrated_to, abs=0.3)
 
 
 def test_zoomed_crops_are_smaller_windows_enlarged_with_their_count_kept():

@@ -76,6 +76,9 @@ def train_count(
                                         "times this (the card keeps it; inference divides by it)"),
     count_weight: float = typer.Option(0.0, "--count-weight", min=0.0, help="Weight of an L1 loss on each crop's "
                                        "total (beyond upstream's MSE + 0.1 BCE; removes a background offset)"),
+    count_loss: str = typer.Option("l1", "--count-loss", help="l1 (|error| of each crop's total: calibrates the "
+                                   "median crop), l2 (squared error per output pixel: the mean, dense crops too) "
+                                   "or l1+l2 (both)"),
     synthetic: int = typer.Option(400, min=0, help="Synthetic scenes rendered for training (0: your images only)"),
     density_activation: str = typer.Option("none", "--density-activation", help="none (upstream's linear density "
                                            "head) or relu (background exactly zero; for training from scratch)"),
@@ -129,8 +132,8 @@ def train_count(
     extra = {name: value for name, value in (("dropout", dropout), ("width", width)) if value is not None}
     network = presets[preset](variant, density_activation=density_activation, **extra)
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
-                                density_scale=density_scale, count_weight=count_weight, synthetic=synthetic,
-                                val_scenes=val_scenes, ema_decay=ema_decay, keep=keep, zoom=zoom,
+                                density_scale=density_scale, count_weight=count_weight, count_loss=count_loss,
+                                synthetic=synthetic, val_scenes=val_scenes, ema_decay=ema_decay, keep=keep, zoom=zoom,
                                 validate_every=validate_every, init=init, seed=runtime.seed, device=runtime.device,
                                 precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
                                 command=command_line())
