@@ -16,9 +16,8 @@ is negligible next to the dense heads' peaks), which the count term removes. The
 crop's count, not the mean's: the first demos under-counted their own training crops by 7 % of all heads while the
 median crop was off by half a head (the misses are in the dense crops). `count_loss="l2"` (the squared error per
 output pixel, minimised by the mean) removes that bias but, weak on small errors, brings the phantom heads back
-(from scratch with the demo's recipe: +12 on scenes of under 30 people, +44 on those over 500); "l1+l2" has both
-terms. Adam; validation MAE on
-fixed images (fresh synthetic scenes and the `val_images`); the learning rate falls on a cosine to 5 % of its start
+(from scratch with the demo's recipe, biases on 100 fresh scenes: +12 on those under 30 people, +44 over 500);
+"l1+l2" has both terms (the shipped M-SFANet demo). Adam; validation MAE on fixed images (fresh synthetic scenes and the `val_images`); the learning rate falls on a cosine to 5 % of its start
 by the last step (a constant rate leaves the count noisy from step to step); the best validation's weights are kept
 (`keep='last'`: the last step's).
 With `ema_decay` the validated and shipped weights are a moving average of the trained ones (BatchNorm statistics
