@@ -17,9 +17,9 @@ crop's count, not the mean's: the first demos under-counted their own training c
 median crop was off by half a head (the misses are in the dense crops). `count_loss="l2"` (the squared error per
 output pixel, minimised by the mean) removes that bias but, weak on small errors, brings the phantom heads back
 (from scratch with the demo's recipe, biases on 100 fresh scenes: +12 on those under 30 people, +44 over 500);
-"l1+l2" has both terms (the shipped M-SFANet demo). Adam; validation MAE on fixed images (fresh synthetic scenes and the `val_images`); the learning rate falls on a cosine to 5 % of its start
-by the last step (a constant rate leaves the count noisy from step to step); the best validation's weights are kept
-(`keep='last'`: the last step's).
+"l1+l2" has both terms (the shipped M-SFANet demo). Adam; validation MAE on fixed images (fresh synthetic scenes
+and the `val_images`); the learning rate falls on a cosine to 5 % of its start by the last step (a constant rate
+leaves the count noisy from step to step); the best validation's weights are kept (`keep='last'`: the last step's).
 With `ema_decay` the validated and shipped weights are a moving average of the trained ones (BatchNorm statistics
 averaged too): the count's calibration otherwise follows the last few hundred crops, and the validation MAE of
 consecutive checks swung by a factor of two (75 -> 146 -> 126 at steps 2500-3500 of a 6000-step run).
