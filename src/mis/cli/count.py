@@ -74,8 +74,8 @@ def train_count(
                               "(CSRNet's geometry-adaptive)"),
     density_scale: float = typer.Option(100.0, "--density-scale", min=1e-3, help="Training targets are the density "
                                         "times this (the card keeps it; inference divides by it)"),
-    count_weight: float = typer.Option(0.0, "--count-weight", min=0.0, help="Weight of an L1 loss on each crop's "
-                                       "total (beyond upstream's MSE + 0.1 BCE; removes a background offset)"),
+    count_weight: float = typer.Option(0.0, "--count-weight", min=0.0, help="Weight of a loss on each crop's total "
+                                       "(--count-loss; beyond upstream's MSE + 0.1 BCE; removes a background offset)"),
     count_loss: str = typer.Option("l1", "--count-loss", help="l1 (|error| of each crop's total: calibrates the "
                                    "median crop), l2 (squared error per output pixel: the mean, dense crops too) "
                                    "or l1+l2 (both)"),

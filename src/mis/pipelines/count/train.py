@@ -183,7 +183,7 @@ def batch_sampler(pool: list[Sample], options: CountTrainOptions, preprocessing:
 def count_term(predicted: torch.Tensor, true: torch.Tensor, pixels: int, count_loss: str) -> torch.Tensor:
     """The loss on the crops' totals [N]. "l1" (|error|) is minimised by the median crop's count, "l2" (error^2 /
     output pixels: per pixel, the gradient is twice the error of the crop's mean density) by the mean; where the
-    network misses heads in the dense crops only, the median crop is exact and the mean is not (see the docstring).
+    network misses heads in the dense crops only, the median crop is exact and the mean is not (the module docstring).
     "l1+l2" adds them: the L1 holds for small errors (an empty crop's few phantom heads), the L2 for large ones."""
     error = predicted - true
     l1, l2 = error.abs().mean(), (error.square() / pixels).mean()
