@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +192,7 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on"),
                            (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet"),
                            (["--keep", "first"], "best or last"), (["--zoom", "0.5"], "--zoom"),
-                           (["--count-loss", "l3"], "l1 or l2")):
+                           (["--count-loss", "l3"], "l1 or l2"), (["--weight-init", "xavier"], "upstream or kaiming")):
         bad = runner.invoke(app(), ["train", "count", *flags, "-o", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not (tmp_path / "bad").exists()
@@ -207,6 +208,26 @@ def test_dropout_and_width_options_reach_the_network_and_its_card(tmp_path):
     model, card = load_checkpoint(tmp_path / "run" / "model.safetensors")
     dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert card["config"]["dropout"] == 0.0 and dropouts == [0.0] and card["config"]["width"] == 0.125
+
+
+def test_weight_init_kaiming_redraws_the_batchnorm_convs_and_is_recorded(tmp_path):
+    from mis.checkpoints import load_checkpoint
+
+    # at a learning rate of 1e-12 one step leaves the drawn weights where they were: the draw is visible
+    base = ["train", "count", "--crop", "64", "--batch", "2", "--synthetic", "2", "--val-scenes", "1", "--steps", "1",
+            "--width", "0.125", "--lr", "1e-12"]
+    stds = {}
+    for weight_init in ("upstream", "kaiming"):
+        result = runner.invoke(app(), [*base, "--weight-init", weight_init, "-o", str(tmp_path / weight_init)])
+        assert result.exit_code == 0, result.output
+        model, card = load_checkpoint(tmp_path / weight_init / "model.safetensors")
+        assert card["training"]["weight_init"] == weight_init
+        stds[weight_init] = {name: float(p.float().std()) for name, p in model.state_dict().items()
+                             if name.endswith("conv.weight")}
+    conv = stds["kaiming"]["vgg.conv4_3.conv.weight"]          # 64 -> 64 channels, 3x3: fan-out 576
+    assert conv == pytest.approx(math.sqrt(2 / 576), rel=0.1) and stds["upstream"]["vgg.conv4_3.conv.weight"] < 0.012
+    # the density head has no BatchNorm: it keeps its small draw, so training starts from an empty density
+    assert stds["kaiming"]["conv_out.conv.weight"] < 0.05
 
 
 def test_init_starts_from_a_whole_checkpoint_or_the_layers_two_variants_share(tmp_path):

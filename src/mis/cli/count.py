@@ -97,6 +97,9 @@ def train_count(
     init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False, help="Start from this count "
                                         "checkpoint: all of it (e.g. imported upstream weights to fine-tune), or the "
                                         "layers it shares with --variant (M-SegNet's VGG convs for M-SFANet)"),
+    weight_init: str = typer.Option("upstream", "--weight-init", help="The fresh network's conv weights: upstream "
+                                    "(N(0, 0.01), made to be overwritten by ImageNet weights) or kaiming (torchvision's "
+                                    "draw for training VGG from scratch)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -134,8 +137,9 @@ def train_count(
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
                                 density_scale=density_scale, count_weight=count_weight, count_loss=count_loss,
                                 synthetic=synthetic, val_scenes=val_scenes, ema_decay=ema_decay, keep=keep, zoom=zoom,
-                                validate_every=validate_every, init=init, seed=runtime.seed, device=runtime.device,
-                                precision=runtime.precision, resume=resume, half=half, progress=runtime.chatty,
+                                validate_every=validate_every, init=init, weight_init=weight_init, seed=runtime.seed,
+                                device=runtime.device, precision=runtime.precision, resume=resume, half=half,
+                                progress=runtime.chatty,
                                 command=command_line())
     paths = resolve_inputs(images or [], kinds=(IMAGE,)) if images else []
     val_paths = resolve_inputs(val_images, kinds=(IMAGE,)) if val_images else []

@@ -83,6 +83,7 @@ OUTPUT_STRIDE = 2      # density and attention are H/2 x W/2; a count-preserving
 SIZE_MULTIPLE = 16     # four 2x2 pools: H and W must be multiples of 16
 DENSITY_SCALE = 1.0    # upstream's density sums to the count as it is (no x100 or / stride^2 anywhere)
 MIN_CHANNELS = 4
+WEIGHT_INITS = ("upstream", "kaiming")   # how `mis train count` draws a from-scratch network's conv weights
 
 # Upstream checkpoint names -> ours: the identity once DataParallel's `module.` (if any) is stripped, except that
 # upstream's conv_out carries a BatchNorm it never applies (BaseConv always builds one); we do not build it.
@@ -344,6 +345,23 @@ class BackEnd(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Networks
+
+
+def kaiming_init(model: nn.Module) -> int:
+    """Redraw the weights of every conv block that has a BatchNorm (VGG, decoders, attention head) Kaiming-normal
+    (fan-out, ReLU), as torchvision initialises VGG16-bn to train from scratch; returns how many were redrawn.
+
+    Upstream's N(0, 0.01) is a placeholder that the ImageNet encoder weights overwrite. Trained from scratch with Adam,
+    it is the wrong scale: BatchNorm makes a conv's output independent of its weights' norm, so an Adam step of size
+    lr turns them by about lr / std, 10 % per step at lr 1e-3 and std 0.01, until they have grown (the previous
+    M-SFANet demo's ended at std 0.06-0.15, about Kaiming's 0.04-0.35). ASPP keeps upstream's Kaiming draw; the CAN
+    module and the density head (no BatchNorm) keep their small ones, so training starts from an empty density."""
+    redrawn = 0
+    for module in model.modules():
+        if isinstance(module, ConvBlock) and module.bn is not None:
+            nn.init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
+            redrawn += 1
+    return redrawn
 
 
 class SFANet(nn.Module):

@@ -44,7 +44,7 @@ from mis.checkpoints import build_card, init_provenance, save_checkpoint
 from mis.errors import InputError, UsageError
 from mis.io.image import read_image
 from mis.io.points import check_points_in_image, points_file_for, read_points
-from mis.models.sfanet import OUTPUT_STRIDE, SIZE_MULTIPLE, SFANet, SFANetConfig
+from mis.models.sfanet import OUTPUT_STRIDE, SIZE_MULTIPLE, WEIGHT_INITS, SFANet, SFANetConfig, kaiming_init
 from mis.pipelines.count.density import (attention_target, count_metrics, density_from_points, downsample_density,
                                          parse_sigma, resize_density)
 from mis.pipelines.count.pipeline import TASK, CountPipeline, normalise, preprocessing_for
@@ -76,6 +76,7 @@ class CountTrainOptions(RunOptions):
     validate_every: int = 250
     zoom: float = 1.0               # > 1: half the crops are enlarged by a factor log-uniform in [1, zoom]
     init: Path | None = None        # start from this count checkpoint (all of it, or the layers both networks share)
+    weight_init: str = "upstream"   # the fresh network's conv weights: upstream's N(0, 0.01) or "kaiming"
 
 
 @dataclass
@@ -233,6 +234,8 @@ def check_options(options: CountTrainOptions, has_images: bool, has_val_images: 
         raise UsageError("nothing to validate on: give --val-images or --val-scenes > 0")
     if options.count_loss not in COUNT_LOSSES:
         raise UsageError(f"--count-loss {options.count_loss!r}: {' or '.join(COUNT_LOSSES)}")
+    if options.weight_init not in WEIGHT_INITS:
+        raise UsageError(f"--weight-init {options.weight_init!r}: {' or '.join(WEIGHT_INITS)}")
     if options.zoom < 1.0:
         raise UsageError(f"--zoom {options.zoom} must be >= 1 (1: off; 2: up to twice as large)")
     if options.crop % SIZE_MULTIPLE:
@@ -282,6 +285,8 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
         f"MAE {baseline['mae']:.1f} on the validation images")
     torch.manual_seed(options.seed)
     model = SFANet(options.network)
+    if options.weight_init == "kaiming":
+        log(f"{kaiming_init(model)} conv blocks drawn Kaiming-normal (--weight-init kaiming)")
     if options.init is not None:
         log(start_from(model, options.init, options.density_scale))
     preprocessing = {**preprocessing_for(options.network.in_channels), "density_scale": options.density_scale,
@@ -318,6 +323,7 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     training = {"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop, "lr": options.lr,
                 "sigma": options.sigma, "count_weight": options.count_weight, "count_loss": options.count_loss,
                 "ema_decay": options.ema_decay, "kept": options.keep, "zoom": options.zoom,
+                "weight_init": options.weight_init,
                 "init": options.init.name if options.init else None, "init_training": init_provenance(options.init),
                 "synthetic_scenes": options.synthetic,
                 "synthetic_size": list(options.synthetic_size), "annotated_images": [p.name for p in images],
