@@ -192,7 +192,8 @@ def test_training_learns_resumes_and_records_its_recipe(tmp_path):
     for flags, message in ((["--density-activation", "abs"], "none or relu"), (["--val-scenes", "0"], "validate on"),
                            (["--variant", "m-segnet", "--dropout", "0"], "only M-SFANet"),
                            (["--keep", "first"], "best or last"), (["--zoom", "0.5"], "--zoom"),
-                           (["--count-loss", "l3"], "l1 or l2"), (["--weight-init", "xavier"], "upstream or kaiming")):
+                           (["--count-loss", "l3"], "l1 or l2"), (["--weight-init", "xavier"], "upstream or kaiming"),
+                           (["--count-tile", "40"], "--count-tile 40")):
         bad = runner.invoke(app(), ["train", "count", *flags, "-o", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not (tmp_path / "bad").exists()
@@ -228,6 +229,31 @@ def test_weight_init_kaiming_redraws_the_batchnorm_convs_and_is_recorded(tmp_pat
     assert conv == pytest.approx(math.sqrt(2 / 576), rel=0.1) and stds["upstream"]["vgg.conv4_3.conv.weight"] < 0.012
     # the density head has no BatchNorm: it keeps its small draw, so training starts from an empty density
     assert stds["kaiming"]["conv_out.conv.weight"] < 0.05
+
+
+def test_count_tile_goes_on_the_card_and_the_pipeline_counts_in_it_unless_told_otherwise(tmp_path):
+    from mis.checkpoints import read_card
+    from mis.pipelines.count.pipeline import DEFAULT_TILE, CountPipeline
+
+    result = runner.invoke(app(), ["train", "count", "--crop", "64", "--batch", "2", "--synthetic", "2",
+                                   "--val-scenes", "1", "--steps", "1", "--width", "0.125", "--count-tile", "64",
+                                   "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "run" / "model.safetensors"
+    card = read_card(path)
+    assert card["preprocessing"]["tile"] == 64 and card["preprocessing"]["overlap"] == 32
+    assert card["training"]["count_tile"] == 64
+    assert (CountPipeline.from_checkpoint(path).tile, CountPipeline.from_checkpoint(path).overlap) == (64, 32)
+    assert CountPipeline.from_checkpoint(path, tile=512).tile == 512                   # --tile still wins
+    scene = make_crowd_scene(5, height=96, width=160)
+    tiled, whole = CountPipeline.from_checkpoint(path), CountPipeline.from_checkpoint(path, tile=DEFAULT_TILE)
+    assert len(tiled.layout(96, 160)[2]) == 8 and len(whole.layout(96, 160)[2]) == 1    # 2 x 4 tiles, half overlapping
+    assert tiled(scene.image).density.shape == (96, 160)
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    counted = runner.invoke(app(), ["--json", "count", str(tmp_path / "scene.png"), "--model", str(path),
+                                    "--no-overlay", "-o", str(tmp_path / "out")])
+    assert counted.exit_code == 0, counted.output
+    assert json.loads(counted.output)["tile"] == 64
 
 
 def test_init_starts_from_a_whole_checkpoint_or_the_layers_two_variants_share(tmp_path):

@@ -33,8 +33,9 @@ def count(
                                         "checkpoint path"),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write the counts as CSV (image,count,...)"),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write the heat-map overlay PNG per image"),
-    tile: int = typer.Option(1024, "--tile", min=64, help="Images larger than this (pixels) go through in tiles; "
-                             "counts are blended across tile borders"),
+    tile: Optional[int] = typer.Option(None, "--tile", min=64, help="Images larger than this (pixels) go through "
+                                       "in tiles; counts are blended across tile borders (default: the checkpoint's "
+                                       "tile if its card has one, else 1024)"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip images whose outputs exist"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs"),
 ) -> None:
@@ -100,6 +101,8 @@ def train_count(
     weight_init: str = typer.Option("upstream", "--weight-init", help="The fresh network's conv weights: upstream "
                                     "(N(0, 0.01), made to be overwritten by ImageNet weights) or kaiming (torchvision's "
                                     "draw for training VGG from scratch)"),
+    count_tile: int = typer.Option(0, "--count-tile", min=0, help="Validate in tiles of this size (half overlapping) "
+                                   "and record them on the card, so `mis count` counts in them (0: whole images)"),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run folder's last checkpoint"),
     half: bool = typer.Option(False, "--half", help="Store the final weights as fp16"),
 ) -> None:
@@ -137,10 +140,9 @@ def train_count(
     options = CountTrainOptions(out=out, network=network, steps=steps, batch_size=batch, crop=crop, lr=lr, sigma=sigma,
                                 density_scale=density_scale, count_weight=count_weight, count_loss=count_loss,
                                 synthetic=synthetic, val_scenes=val_scenes, ema_decay=ema_decay, keep=keep, zoom=zoom,
-                                validate_every=validate_every, init=init, weight_init=weight_init, seed=runtime.seed,
-                                device=runtime.device, precision=runtime.precision, resume=resume, half=half,
-                                progress=runtime.chatty,
-                                command=command_line())
+                                validate_every=validate_every, init=init, weight_init=weight_init, count_tile=count_tile,
+                                seed=runtime.seed, device=runtime.device, precision=runtime.precision, resume=resume,
+                                half=half, progress=runtime.chatty, command=command_line())
     paths = resolve_inputs(images or [], kinds=(IMAGE,)) if images else []
     val_paths = resolve_inputs(val_images, kinds=(IMAGE,)) if val_images else []
     result = run_training(paths, options, val_paths, log=training_log(runtime))
@@ -155,7 +157,7 @@ def evaluate_count(
     points: Optional[Path] = typer.Option(None, "--points", help="Folder of the point files (<name>.mat / "
                                           "GT_<name>.mat / .json / .csv / .txt)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="m-sfanet (default), m-segnet, or a path"),
-    tile: int = typer.Option(1024, "--tile", min=64, help="As for `mis count`"),
+    tile: Optional[int] = typer.Option(None, "--tile", min=64, help="As for `mis count`"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here"),
 ) -> None:
     """MAE, "MSE" (which crowd-counting papers compute as RMSE, and is named so here) and GAME(0-3) of the counts

@@ -353,8 +353,8 @@ def kaiming_init(model: nn.Module) -> int:
 
     Upstream's N(0, 0.01) is a placeholder that the ImageNet encoder weights overwrite. Trained from scratch with Adam,
     it is the wrong scale: BatchNorm makes a conv's output independent of its weights' norm, so an Adam step of size
-    lr turns them by about lr / std, 10 % per step at lr 1e-3 and std 0.01, until they have grown (the previous
-    M-SFANet demo's ended at std 0.06-0.15, about Kaiming's 0.04-0.35). ASPP keeps upstream's Kaiming draw; the CAN
+    lr turns them by about lr / std, 10 % per step at lr 1e-3 and std 0.01, until they have grown (the M-SFANet demo
+    trained from upstream's draw ended at std 0.06-0.11 in these layers). ASPP keeps upstream's Kaiming draw; the CAN
     module and the density head (no BatchNorm) keep their small ones, so training starts from an empty density."""
     redrawn = 0
     for module in model.modules():

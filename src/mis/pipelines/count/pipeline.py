@@ -96,13 +96,17 @@ class CountPipeline(Pipeline):
     default_batch_size = 4
     default_gpu_batch_size = 16
 
-    def __init__(self, model: torch.nn.Module, card: dict, policy=None, *, tile: int = DEFAULT_TILE,
-                 overlap: int = DEFAULT_OVERLAP, **base_options):
+    def __init__(self, model: torch.nn.Module, card: dict, policy=None, *, tile: int | None = None,
+                 overlap: int | None = None, **base_options):
         super().__init__(model, card, policy, **base_options)
         self.channels = model.config.in_channels
+        pre = card["preprocessing"]
+        # None: the card's tiling (a network trained with `--count-tile` counts in tiles of its training crop, as
+        # nnU-Net predicts in patches of its training size), else one pass up to DEFAULT_TILE
+        tile = int(pre.get("tile", DEFAULT_TILE)) if tile is None else tile
+        overlap = int(pre.get("overlap", DEFAULT_OVERLAP)) if overlap is None else overlap
         self.tile = max(SIZE_MULTIPLE * 2, tile // SIZE_MULTIPLE * SIZE_MULTIPLE)
         self.overlap = min(overlap // SIZE_MULTIPLE * SIZE_MULTIPLE, self.tile // 2)
-        pre = card["preprocessing"]
         self.mean = np.asarray(pre["mean"], np.float32)
         self.std = np.asarray(pre["std"], np.float32)
         self.density_scale = float(pre.get("density_scale", 1.0))

@@ -77,6 +77,7 @@ class CountTrainOptions(RunOptions):
     zoom: float = 1.0               # > 1: half the crops are enlarged by a factor log-uniform in [1, zoom]
     init: Path | None = None        # start from this count checkpoint (all of it, or the layers both networks share)
     weight_init: str = "upstream"   # the fresh network's conv weights: upstream's N(0, 0.01) or "kaiming"
+    count_tile: int = 0             # > 0: validate, and let the card count, in tiles of this size (half overlapping)
 
 
 @dataclass
@@ -236,6 +237,9 @@ def check_options(options: CountTrainOptions, has_images: bool, has_val_images: 
         raise UsageError(f"--count-loss {options.count_loss!r}: {' or '.join(COUNT_LOSSES)}")
     if options.weight_init not in WEIGHT_INITS:
         raise UsageError(f"--weight-init {options.weight_init!r}: {' or '.join(WEIGHT_INITS)}")
+    if options.count_tile and (options.count_tile % SIZE_MULTIPLE or options.count_tile < 2 * SIZE_MULTIPLE):
+        raise UsageError(f"--count-tile {options.count_tile} must be 0 (whole images) or a multiple of "
+                         f"{SIZE_MULTIPLE} from {2 * SIZE_MULTIPLE}")
     if options.zoom < 1.0:
         raise UsageError(f"--zoom {options.zoom} must be >= 1 (1: off; 2: up to twice as large)")
     if options.crop % SIZE_MULTIPLE:
@@ -245,6 +249,16 @@ def check_options(options: CountTrainOptions, has_images: bool, has_val_images: 
     parse_sigma(options.sigma)
     if options.keep not in KEEP:
         raise UsageError(f"--keep must be {' or '.join(KEEP)}, not {options.keep!r}")
+
+
+def count_tiling(options: CountTrainOptions) -> dict:
+    """The card's tiling for `--count-tile N`: tiles of N px overlapping by half (none: the pipeline's default).
+    Why: the network's image-wide branches (CAN's pooled cells, ASPP's image pooling) are calibrated on the
+    training crops; a network trained on 128 px crops may count a 256 x 320 image differently in one pass
+    (README, crowd counting)."""
+    if not options.count_tile:
+        return {}
+    return {"tile": options.count_tile, "overlap": options.count_tile // 2}
 
 
 def start_from(model: SFANet, path: Path, density_scale: float) -> str:
@@ -290,11 +304,12 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     if options.init is not None:
         log(start_from(model, options.init, options.density_scale))
     preprocessing = {**preprocessing_for(options.network.in_channels), "density_scale": options.density_scale,
-                     "sigma": options.sigma}
+                     "sigma": options.sigma, **count_tiling(options)}
     card = build_card("sfanet", options.network.to_dict(), task=TASK, preprocessing=preprocessing)
 
     def pipeline_of(network: torch.nn.Module) -> CountPipeline:
-        return CountPipeline(network, card, tile=max(options.synthetic_size) * 2)
+        # as the card will count: in its tiles, or each validation image in one pass
+        return CountPipeline(network, card, tile=None if options.count_tile else max(options.synthetic_size) * 2)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     config = TrainConfig(out_dir=options.out, max_steps=options.steps, lr=options.lr, grad_clip=None,
@@ -323,7 +338,7 @@ def train_count(images: list[Path], options: CountTrainOptions, val_images: list
     training = {"steps": options.steps, "batch_size": options.batch_size, "crop": options.crop, "lr": options.lr,
                 "sigma": options.sigma, "count_weight": options.count_weight, "count_loss": options.count_loss,
                 "ema_decay": options.ema_decay, "kept": options.keep, "zoom": options.zoom,
-                "weight_init": options.weight_init,
+                "weight_init": options.weight_init, "count_tile": options.count_tile,
                 "init": options.init.name if options.init else None, "init_training": init_provenance(options.init),
                 "synthetic_scenes": options.synthetic,
                 "synthetic_size": list(options.synthetic_size), "annotated_images": [p.name for p in images],
