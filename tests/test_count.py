@@ -232,7 +232,8 @@ def test_weight_init_kaiming_redraws_the_batchnorm_convs_and_is_recorded(tmp_pat
 
 
 def test_count_tile_goes_on_the_card_and_the_pipeline_counts_in_it_unless_told_otherwise(tmp_path):
-    from mis.checkpoints import read_card
+    from mis.checkpoints import load_checkpoint, read_card
+    from mis.errors import CheckpointError
     from mis.pipelines.count.pipeline import DEFAULT_TILE, CountPipeline
 
     result = runner.invoke(app(), ["train", "count", "--crop", "64", "--batch", "2", "--synthetic", "2",
@@ -245,6 +246,10 @@ def test_count_tile_goes_on_the_card_and_the_pipeline_counts_in_it_unless_told_o
     assert card["training"]["count_tile"] == 64
     assert (CountPipeline.from_checkpoint(path).tile, CountPipeline.from_checkpoint(path).overlap) == (64, 32)
     assert CountPipeline.from_checkpoint(path, tile=512).tile == 512                   # --tile still wins
+    model, card = load_checkpoint(path)
+    for bad in ("128", 8):      # a tampered tiling is refused on load, before anything is counted
+        with pytest.raises(CheckpointError, match="preprocessing.tile"):
+            CountPipeline(model, {**card, "preprocessing": {**card["preprocessing"], "tile": bad}})
     scene = make_crowd_scene(5, height=96, width=160)
     tiled, whole = CountPipeline.from_checkpoint(path), CountPipeline.from_checkpoint(path, tile=DEFAULT_TILE)
     assert len(tiled.layout(96, 160)[2]) == 8 and len(whole.layout(96, 160)[2]) == 1    # 2 x 4 tiles, half overlapping

@@ -127,6 +127,9 @@ class CountPipeline(Pipeline):
                 problems.append(f"preprocessing.{key} must list {channels} value(s)")
         if isinstance(pre.get("std"), list) and any(not (isinstance(v, (int, float)) and v > 0) for v in pre["std"]):
             problems.append("preprocessing.std must be positive")
+        for key, low in (("tile", 2 * SIZE_MULTIPLE), ("overlap", 0)):   # a run's --count-tile
+            if key in pre and not (isinstance(pre[key], int) and not isinstance(pre[key], bool) and pre[key] >= low):
+                problems.append(f"preprocessing.{key} must be a whole number of pixels >= {low}")
         return problems
 
     def network_call(self, images: torch.Tensor) -> torch.Tensor:
