@@ -351,8 +351,8 @@ def kaiming_init(model: nn.Module) -> int:
     """Redraw the weights of every conv block that has a BatchNorm (VGG, decoders, attention head) Kaiming-normal
     (fan-out, ReLU), as torchvision initialises VGG16-bn to train from scratch; returns how many were redrawn.
 
-    Upstream's N(0, 0.01) is a placeholder that the ImageNet encoder weights overwrite. Trained from scratch with Adam,
-    it is the wrong scale: BatchNorm makes a conv's output independent of its weights' norm, so an Adam step of size
+    Upstream draws N(0, 0.01) only for its ImageNet encoder weights to overwrite. Trained from scratch with Adam,
+    that is the wrong scale: BatchNorm makes a conv's output independent of its weights' norm, so an Adam step of size
     lr turns them by about lr / std, 10 % per step at lr 1e-3 and std 0.01, until they have grown (the M-SFANet demo
     trained from upstream's draw ended at std 0.06-0.11 in these layers). ASPP keeps upstream's Kaiming draw; the CAN
     module and the density head (no BatchNorm) keep their small ones, so training starts from an empty density."""

@@ -103,8 +103,8 @@ class CountPipeline(Pipeline):
         pre = card["preprocessing"]
         # None: the card's tiling (a network trained with `--count-tile` counts in tiles of its training crop, as
         # nnU-Net predicts in patches of its training size), else one pass up to DEFAULT_TILE
-        tile = int(pre.get("tile", DEFAULT_TILE)) if tile is None else tile
-        overlap = int(pre.get("overlap", DEFAULT_OVERLAP)) if overlap is None else overlap
+        tile = pre.get("tile", DEFAULT_TILE) if tile is None else tile              # card_problems: whole numbers
+        overlap = pre.get("overlap", DEFAULT_OVERLAP) if overlap is None else overlap
         self.tile = max(SIZE_MULTIPLE * 2, tile // SIZE_MULTIPLE * SIZE_MULTIPLE)
         self.overlap = min(overlap // SIZE_MULTIPLE * SIZE_MULTIPLE, self.tile // 2)
         self.mean = np.asarray(pre["mean"], np.float32)
@@ -128,7 +128,7 @@ class CountPipeline(Pipeline):
         if isinstance(pre.get("std"), list) and any(not (isinstance(v, (int, float)) and v > 0) for v in pre["std"]):
             problems.append("preprocessing.std must be positive")
         for key, low in (("tile", 2 * SIZE_MULTIPLE), ("overlap", 0)):   # a run's --count-tile
-            if key in pre and not (isinstance(pre[key], int) and not isinstance(pre[key], bool) and pre[key] >= low):
+            if key in pre and not (type(pre[key]) is int and pre[key] >= low):      # not a bool, a float or text
                 problems.append(f"preprocessing.{key} must be a whole number of pixels >= {low}")
         return problems
 
