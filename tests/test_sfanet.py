@@ -12,6 +12,7 @@ import torch
 
 from mis.importing import extract_state_dict, map_keys
 from mis.models.sfanet import (
+    CAN_MIN_WEIGHT,
     DENSITY_SCALE,
     OUTPUT_STRIDE,
     SFANET_KEY_MAP,
@@ -381,13 +382,18 @@ def test_relu_density_head_is_the_linear_head_clamped(variant):
     assert SFANetConfig().density_activation == "none"
 
 
-def _upstream_can_fusion(can: ContextualModule, f: torch.Tensor) -> torch.Tensor:
-    """Upstream's CAN weighting as written there: sum_k sigmoid(z_k) s_k / sum_k sigmoid(z_k)."""
+def _upstream_can_parts(can: ContextualModule, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upstream's CAN weighting as written there: sum_k sigmoid(z_k) s_k and sum_k sigmoid(z_k)."""
     num, den = torch.zeros_like(f), torch.zeros_like(f)
     for scale in can.scales:
         s = torch.nn.functional.interpolate(scale(f), size=f.shape[-2:], mode="bilinear", align_corners=False)
         w = torch.sigmoid(can.weight_net(f - s))
         num, den = num + w * s, den + w
+    return num, den
+
+
+def _upstream_can_fusion(can: ContextualModule, f: torch.Tensor) -> torch.Tensor:
+    num, den = _upstream_can_parts(can, f)
     return torch.relu(can.bottleneck(torch.cat([num / den, f], 1)))
 
 
@@ -395,8 +401,8 @@ def test_can_is_upstreams_ratio_with_finite_gradients_where_upstreams_breaks():
     """Where the CAN weight logits are very negative, upstream's ratio breaks: 0 / 0 forward where every sigmoid
     underflows, and, under a loss of the count demo's size (1e3-1e5), 1 / (a tiny denominator) overflows backward
     into a sigmoid whose slope is 0: NaN gradients (a Kaiming bf16 run skipped 13 % of its steps for them, the dense
-    crops). The module's softmax of log-sigmoids is the same ratio (upstream's in float64, where it is still finite)
-    with finite gradients."""
+    crops). The module is upstream's ratio wherever the weights sum to CAN_MIN_WEIGHT or more (float64 upstream as
+    the reference, still finite there), fades the context to 0 below it, and has finite gradients everywhere."""
     torch.manual_seed(0)
     can = ContextualModule(8, 8, (1, 2, 3, 6)).eval()
     f = torch.randn(2, 8, 12, 16)
@@ -406,7 +412,7 @@ def test_can_is_upstreams_ratio_with_finite_gradients_where_upstreams_breaks():
         can.weight_net.weight.copy_(20 * torch.eye(8)[:, :, None, None])
         for scale in can.scales:
             scale[1].weight.copy_(torch.eye(8)[:, :, None, None])
-    for bias in (-60.0, -200.0):
+    for bias in (-20.0, -200.0):
         with torch.no_grad():
             can.weight_net.bias.fill_(bias)
         upstream_input = f.clone().requires_grad_()
@@ -416,8 +422,18 @@ def test_can_is_upstreams_ratio_with_finite_gradients_where_upstreams_breaks():
         x = f.clone().requires_grad_()
         can.zero_grad()
         out = can(x)
-        torch.testing.assert_close(out.double(), _upstream_can_fusion(copy.deepcopy(can).double(), f.double()),
-                                   rtol=1e-4, atol=1e-5)
         (1000 * out.sum()).backward()
-        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+        assert torch.isfinite(out).all() and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
         assert all(torch.isfinite(p.grad).all() for p in can.parameters())
+        reference = copy.deepcopy(can).double()
+        with torch.no_grad():
+            _, den = _upstream_can_parts(reference, f.double())
+            exact = (den >= CAN_MIN_WEIGHT).all(dim=1, keepdim=True).expand_as(out)    # every channel above the floor
+            expected = _upstream_can_fusion(reference, f.double())
+            zero_context = torch.relu(can.bottleneck(torch.cat([torch.zeros_like(f), f], 1)))
+        if bias == -20.0:       # both regimes present
+            assert exact.any() and not exact.all()
+            torch.testing.assert_close(out.detach().double()[exact], expected[exact], rtol=1e-4, atol=1e-5)
+        else:                   # every weight below the floor: the context has faded to 0
+            assert not exact.any()
+            torch.testing.assert_close(out.detach(), zero_context, rtol=1e-5, atol=1e-6)
