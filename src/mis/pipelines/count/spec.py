@@ -17,11 +17,12 @@ SPEC = TaskSpec(
     models=(
         ShippedModel("count_msfanet_demo", "count_msfanet_demo.safetensors",
                      "M-SFANet demo config (a quarter of upstream's widths, 1.44 M parameters, ReLU density head) "
-                     "trained from scratch on 5000 synthetic crowd scenes, 17000 steps (bf16, count loss L1 + L2), "
-                     "the last step's moving-average weights",
-                     quality="MAE 20.6 (11.2 % of the mean count 184) on 60 fresh synthetic scenes (predicting the "
-                             "mean: 278); trained on synthetic scenes only: the real ShanghaiTech sample with 170 heads "
-                             "counts 3119",
+                     "trained from scratch on 5000 synthetic crowd scenes, 17000 steps (bf16, count loss L1 + L2, "
+                     "Kaiming-normal conv weights), the last step's moving-average weights; counts in 128 px tiles "
+                     "(its training crop)",
+                     quality="MAE 21.3 (11.6 % of the mean count 184) on 60 fresh synthetic scenes (predicting the "
+                             "mean: 278); 10.0 % and 9.5 % on 200 others; trained on synthetic scenes only: the real "
+                             "ShanghaiTech sample with 170 heads counts 3379",
                      instead="for real use import the released M-SFANet weights (`mis models import --task count`) "
                              "or train on annotated images (`mis train count`)"),
         ShippedModel("count_msegnet_demo", "count_msegnet_demo.safetensors",
