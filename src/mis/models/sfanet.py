@@ -255,8 +255,8 @@ class ContextualModule(nn.Module):
         # below it the context fades to 0 with the sum. Upstream's bare ratio is 0 / 0 (NaN) where every sigmoid
         # underflows, and a denominator clamped only at the smallest float (as here before) still overflowed
         # backward: 1 / 1e-38 times a loss of the count demo's size is inf, and inf times the slope 0 of an
-        # underflowed sigmoid is NaN. A Kaiming bf16 run skipped 2215 of its 17000 steps for that (35 % of the
-        # batches by the end, the dense crops). The exact softmax of log-sigmoids made each training step 15 % slower.
+        # underflowed sigmoid is NaN. A Kaiming bf16 run skipped 2215 of its 17000 steps for that, the dense crops'.
+        # The exact softmax of log-sigmoids made each training step 15 % slower.
         fused = num / den.clamp_min(CAN_MIN_WEIGHT)
         return F.relu(self.bottleneck(torch.cat([fused, f], 1)))
 
