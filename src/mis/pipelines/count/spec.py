@@ -21,7 +21,7 @@ SPEC = TaskSpec(
                      "Kaiming-normal conv weights), the last step's moving-average weights; counts in 128 px tiles "
                      "(its training crop)",
                      quality="MAE 21.3 (11.6 % of the mean count 184) on 60 fresh synthetic scenes (predicting the "
-                             "mean: 278); 10.0 % and 9.5 % on 200 others; trained on synthetic scenes only: the real "
+                             "mean: 278); 10.0 %, 9.5 % and 7.4 % on 300 others; trained on synthetic scenes only: the real "
                              "ShanghaiTech sample with 170 heads counts 3379",
                      instead="for real use import the released M-SFANet weights (`mis models import --task count`) "
                              "or train on annotated images (`mis train count`)"),
