@@ -20,17 +20,17 @@ SPEC = TaskSpec(
                      "trained from scratch on 5000 synthetic crowd scenes, 17000 steps (bf16, count loss L1 + L2, "
                      "Kaiming-normal conv weights), the last step's moving-average weights; counts in 128 px tiles "
                      "(its training crop)",
-                     quality="MAE 21.3 (11.6 % of the mean count 184) on 60 fresh synthetic scenes (predicting the "
-                             "mean: 278); 10.0 %, 9.5 % and 7.4 % on 300 others; trained on synthetic scenes only: the real "
-                             "ShanghaiTech sample with 170 heads counts 3379",
+                     quality="MAE 22.0 (9.4 % of the mean count 235) on 300 fresh synthetic scenes (predicting the "
+                             "mean: 303); 9.0 % on 300 others; trained on synthetic scenes only: the real ShanghaiTech "
+                             "sample with 170 heads counts 3379",
                      instead="for real use import the released M-SFANet weights (`mis models import --task count`) "
                              "or train on annotated images (`mis train count`)"),
         ShippedModel("count_msegnet_demo", "count_msegnet_demo.safetensors",
                      "M-SegNet demo config (a quarter of upstream's widths, 0.61 M parameters, ReLU density head) "
                      "trained from scratch on 5000 synthetic crowd scenes, 17000 steps (bf16), the last step's "
                      "moving-average weights",
-                     quality="MAE 19.8 (10.8 % of the mean count 184) on 60 fresh synthetic scenes (predicting the "
-                             "mean: 278); trained on synthetic scenes only: the real ShanghaiTech sample with 170 heads "
+                     quality="MAE 23.9 (10.1 % of the mean count 235) on 300 fresh synthetic scenes (predicting the "
+                             "mean: 303); trained on synthetic scenes only: the real ShanghaiTech sample with 170 heads "
                              "counts 3314",
                      instead="for real use import the released M-SegNet weights (`mis models import --task count "
                              "--config '{\"variant\": \"m-segnet\"}'`) or train on annotated images"),
