@@ -244,14 +244,15 @@ def test_count_tile_goes_on_the_card_and_the_pipeline_counts_in_it_unless_told_o
     card = read_card(path)
     assert card["preprocessing"]["tile"] == 64 and card["preprocessing"]["overlap"] == 32
     assert card["training"]["count_tile"] == 64
-    assert (CountPipeline.from_checkpoint(path).tile, CountPipeline.from_checkpoint(path).overlap) == (64, 32)
+    tiled = CountPipeline.from_checkpoint(path)
+    assert (tiled.tile, tiled.overlap) == (64, 32)
     assert CountPipeline.from_checkpoint(path, tile=512).tile == 512                   # --tile still wins
     model, card = load_checkpoint(path)
     for bad in ("128", 8):      # a tampered tiling is refused on load, before anything is counted
         with pytest.raises(CheckpointError, match="preprocessing.tile"):
             CountPipeline(model, {**card, "preprocessing": {**card["preprocessing"], "tile": bad}})
     scene = make_crowd_scene(5, height=96, width=160)
-    tiled, whole = CountPipeline.from_checkpoint(path), CountPipeline.from_checkpoint(path, tile=DEFAULT_TILE)
+    whole = CountPipeline.from_checkpoint(path, tile=DEFAULT_TILE)
     assert len(tiled.layout(96, 160)[2]) == 8 and len(whole.layout(96, 160)[2]) == 1    # 2 x 4 tiles, half overlapping
     assert tiled(scene.image).density.shape == (96, 160)
     Image.fromarray(scene.image).save(tmp_path / "scene.png")

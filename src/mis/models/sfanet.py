@@ -256,7 +256,8 @@ class ContextualModule(nn.Module):
         # underflows, and a denominator clamped only at the smallest float (as here before) still overflowed
         # backward: 1 / 1e-38 times a loss of the count demo's size is inf, and inf times the slope 0 of an
         # underflowed sigmoid is NaN. A Kaiming bf16 run skipped 2215 of its 17000 steps for that, the dense crops'.
-        # The exact softmax of log-sigmoids made each training step 15 % slower.
+        # The exact softmax of log-sigmoids made a training step 8-15 % slower (forward and backward timed alone, and
+        # a run's first 600 steps), too much for the count demo's 45 minutes.
         fused = num / den.clamp_min(CAN_MIN_WEIGHT)
         return F.relu(self.bottleneck(torch.cat([fused, f], 1)))
 
